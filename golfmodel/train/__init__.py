@@ -1,0 +1,1 @@
+"""golfmodel/train."""

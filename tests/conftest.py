@@ -1,0 +1,48 @@
+"""Shared fixtures: the real FineWeb sample mirror (../shared/fineweb-sample) and tmp dirs.
+
+Area-specific fixtures live in `tests/<area>/conftest.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = Path(os.environ.get("GOLF_TEST_SAMPLE", REPO.parent / "shared" / "fineweb-sample")).resolve()
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """Root of the sample mirror (the hub repository's root; holds `datasets/`)."""
+    if not (SAMPLE / "datasets" / "manifest.json").exists():
+        pytest.fail(f"sample mirror missing at {SAMPLE} (set GOLF_TEST_SAMPLE)")
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def sample_data(sample_root: Path) -> Path:
+    """The sample's `datasets/` folder (manifest.json, datasets/, tokenizers/, docs_selected.jsonl)."""
+    return sample_root / "datasets"
+
+
+@pytest.fixture(scope="session")
+def sp_model_path(sample_data: Path) -> Path:
+    return sample_data / "tokenizers" / "fineweb_1024_bpe.model"
+
+
+@pytest.fixture(scope="session")
+def val_shard(sample_data: Path) -> Path:
+    return sample_data / "datasets" / "fineweb10B_sp1024" / "fineweb_val_000000.bin"
+
+
+@pytest.fixture(scope="session")
+def train_shard(sample_data: Path) -> Path:
+    return sample_data / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin"
+
+
+@pytest.fixture(scope="session")
+def docs_jsonl(sample_data: Path) -> Path:
+    return sample_data / "docs_selected.jsonl"
