@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = Path(os.environ.get("GOLF_TEST_SAMPLE", REPO.parent / "shared" / "fineweb-sample")).resolve()
+SAMPLE = Path(os.environ.get("GOLFTEST_SAMPLE", REPO.parent / "shared" / "fineweb-sample")).resolve()
 
 
 @pytest.fixture(scope="session")
 def sample_root() -> Path:
     """Root of the sample mirror (the hub repository's root; holds `datasets/`)."""
     if not (SAMPLE / "datasets" / "manifest.json").exists():
-        pytest.fail(f"sample mirror missing at {SAMPLE} (set GOLF_TEST_SAMPLE)")
+        pytest.fail(f"sample mirror missing at {SAMPLE} (set GOLFTEST_SAMPLE)")
     return SAMPLE
 
 
