@@ -1,10 +1,18 @@
 """golf.settings: the validated pydantic settings tree, its TOML presets and the loader.
 
-    from golf.settings import load_settings
-    settings = load_settings("smoke", overrides=["train.max_steps=50"])
+from golf.settings import load_settings
+settings = load_settings("smoke", overrides=["train.max_steps=50"])
 """
 
 from golf.settings.load import SettingsError, load_settings, preset_names, settings_hash, validate_settings
 from golf.settings.schema import STAGES, Settings
 
-__all__ = ["STAGES", "Settings", "SettingsError", "load_settings", "preset_names", "settings_hash", "validate_settings"]
+__all__ = [
+    "STAGES",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "preset_names",
+    "settings_hash",
+    "validate_settings",
+]

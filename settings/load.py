@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from golf.settings.schema import Settings
 
@@ -188,9 +193,17 @@ def _format_error(e: ValidationError) -> str:
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"])
         ctx = err.get("ctx") or {}
-        allowed = ", ".join(f"{k}={v}" for k, v in ctx.items() if k in {"ge", "gt", "le", "lt", "pattern", "multiple_of", "expected"})
+        allowed = ", ".join(
+            f"{k}={v}"
+            for k, v in ctx.items()
+            if k in {"ge", "gt", "le", "lt", "pattern", "multiple_of", "expected"}
+        )
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc or '(settings)'}: {msg}" + (f" [allowed: {allowed}]" if allowed else "") + ("" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})"))
+        lines.append(
+            f"  {loc or '(settings)'}: {msg}"
+            + (f" [allowed: {allowed}]" if allowed else "")
+            + ("" if isinstance(err.get("input"), dict) else f" (got {err.get('input')!r})")
+        )
     return "\n".join(lines)
 
 

@@ -50,10 +50,18 @@ class DataSettings(BaseModel):
         description="Local folder laid out like the hub repo root (holds datasets/manifest.json); "
         "used instead of the hub when set.",
     )
-    endpoint: str | None = Field(None, description="Hub endpoint URL (HF_ENDPOINT), e.g. a loopback test server.")
-    train_shards: int = Field(1, ge=1, le=1000, description="How many training shards to fetch (1e8 tokens each on the hub).")
-    val_shards: int | None = Field(None, ge=1, description="Cap on validation shards (None = all; the challenge scores all).")
-    retries: int = Field(4, ge=0, le=20, description="Retries on network faults (never on 404 or checksum errors).")
+    endpoint: str | None = Field(
+        None, description="Hub endpoint URL (HF_ENDPOINT), e.g. a loopback test server."
+    )
+    train_shards: int = Field(
+        1, ge=1, le=1000, description="How many training shards to fetch (1e8 tokens each on the hub)."
+    )
+    val_shards: int | None = Field(
+        None, ge=1, description="Cap on validation shards (None = all; the challenge scores all)."
+    )
+    retries: int = Field(
+        4, ge=0, le=20, description="Retries on network faults (never on 404 or checksum errors)."
+    )
 
 
 class TokeniserSettings(BaseModel):
@@ -77,12 +85,17 @@ class TokeniserSettings(BaseModel):
     )
     text_field: str = Field("text", description="Text column/field of the document source.")
     tokenizer: Literal["hub", "train"] = Field(
-        "hub", description="sp variants: the hub's tokenizer model, or train one on the training docs (official recipe)."
+        "hub",
+        description="sp variants: the hub's tokenizer model, or train one on the training docs (official recipe).",
     )
     num_val_docs: int = Field(
-        50_000, ge=0, description="Validation = the first num_val_docs documents in source order (50,000 for the challenge)."
+        50_000,
+        ge=0,
+        description="Validation = the first num_val_docs documents in source order (50,000 for the challenge).",
     )
-    shard_tokens: int = Field(100_000_000, ge=1024, description="Tokens per written shard (1e8 like the official shards).")
+    shard_tokens: int = Field(
+        100_000_000, ge=1024, description="Tokens per written shard (1e8 like the official shards)."
+    )
     workers: int = Field(0, ge=0, le=256, description="Tokeniser processes; 0 = all cores.")
 
     @property
@@ -96,18 +109,26 @@ class ModelSettings(BaseModel):
 
     model_config = _STRICT
 
-    arm: Literal["q2-geode", "gpt-int8"] = Field("q2-geode", description="q2-geode (the product) or gpt-int8 (reference).")
+    arm: Literal["q2-geode", "gpt-int8"] = Field(
+        "q2-geode", description="q2-geode (the product) or gpt-int8 (reference)."
+    )
     d_model: int = Field(256, ge=16, le=8192, multiple_of=16, description="Width (step 16).")
     depth: int = Field(1, ge=1, le=64, description="Geode groups for q2-geode, layers for gpt-int8.")
     pattern: str = Field("GCCC", pattern=r"^[GC]+$", description="Blocks of one Geode group: G=GQA, C=CfC.")
     n_heads: int = Field(4, ge=1, le=128, description="Attention query heads.")
-    n_kv_heads: int = Field(2, ge=1, le=128, description="Attention key/value heads (GQA: fewer than n_heads).")
+    n_kv_heads: int = Field(
+        2, ge=1, le=128, description="Attention key/value heads (GQA: fewer than n_heads)."
+    )
     mlp_mult: float = Field(2.0, gt=0, le=16, description="MLP hidden width as a multiple of d_model.")
     rope_base: float = Field(10_000.0, gt=0, description="RoPE frequency base.")
     logit_softcap: float = Field(30.0, gt=0, description="Logit soft-cap: cap·tanh(logits/cap).")
-    bigram_prior: bool = Field(False, description="Add the bigram log-prior table to the logits (stored int8 in the artifact).")
+    bigram_prior: bool = Field(
+        False, description="Add the bigram log-prior table to the logits (stored int8 in the artifact)."
+    )
     cfc_chunk: int = Field(64, ge=1, le=4096, description="Chunk length of the CfC parallel scan.")
-    solve: bool = Field(False, description="Pick d_model/depth with the budget solver to fill pack.budget_bytes.")
+    solve: bool = Field(
+        False, description="Pick d_model/depth with the budget solver to fill pack.budget_bytes."
+    )
 
     @model_validator(mode="after")
     def _heads(self) -> ModelSettings:
@@ -125,16 +146,26 @@ class QuantSettings(BaseModel):
 
     model_config = _STRICT
 
-    qat: bool = Field(True, description="Quantisation-aware training (off = the fp32 twin; gpt-int8 ignores it).")
-    progressive: bool = Field(True, description="Switch QAT on group by group, deepest first (else all at once).")
+    qat: bool = Field(
+        True, description="Quantisation-aware training (off = the fp32 twin; gpt-int8 ignores it)."
+    )
+    progressive: bool = Field(
+        True, description="Switch QAT on group by group, deepest first (else all at once)."
+    )
     tau_refresh_steps: int = Field(50, ge=1, description="Re-fit τ every N steps while QAT is on.")
-    tau_method: Literal["mse", "std"] = Field("mse", description="τ by squared-error search, or a fixed multiple of the row std.")
+    tau_method: Literal["mse", "std"] = Field(
+        "mse", description="τ by squared-error search, or a fixed multiple of the row std."
+    )
     tau_std_mult: float = Field(0.98, gt=0, le=4, description="Multiplier for tau_method=std.")
-    ste_masked: bool = Field(True, description="Straight-through estimator masked to |w| <= 3τ (else plain STE).")
+    ste_masked: bool = Field(
+        True, description="Straight-through estimator masked to |w| <= 3τ (else plain STE)."
+    )
     recalibrate: Literal["off", "mse", "act"] = Field(
         "mse", description="τ recalibration after training: off, plain squared error, or activation-weighted."
     )
-    calib_batches: int = Field(4, ge=1, le=1000, description="Training batches for activation-weighted recalibration.")
+    calib_batches: int = Field(
+        4, ge=1, le=1000, description="Training batches for activation-weighted recalibration."
+    )
 
 
 class TrainSettings(BaseModel):
@@ -143,25 +174,42 @@ class TrainSettings(BaseModel):
     model_config = _STRICT
 
     seed: int = Field(1337, ge=0, description="Seed for init and data order.")
-    max_wallclock_seconds: float = Field(600.0, gt=0, description="Training stops at this wall-clock budget (600 for the challenge).")
-    max_steps: int = Field(20_000, ge=1, description="Step budget (reproducible tests use this, not wall-clock).")
+    max_wallclock_seconds: float = Field(
+        600.0, gt=0, description="Training stops at this wall-clock budget (600 for the challenge)."
+    )
+    max_steps: int = Field(
+        20_000, ge=1, description="Step budget (reproducible tests use this, not wall-clock)."
+    )
     seq_len: int = Field(1024, ge=8, le=65_536, description="Training sequence length.")
-    global_batch_tokens: int = Field(524_288, ge=8, description="Tokens per optimiser step, independent of nproc.")
-    micro_batch_seqs: int = Field(64, ge=1, description="Sequences per rank per forward (gradient accumulation fills the rest).")
+    global_batch_tokens: int = Field(
+        524_288, ge=8, description="Tokens per optimiser step, independent of nproc."
+    )
+    micro_batch_seqs: int = Field(
+        64, ge=1, description="Sequences per rank per forward (gradient accumulation fills the rest)."
+    )
     nproc: int = Field(1, ge=1, le=64, description="torchrun processes (8 for the challenge run).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
-    dtype: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on GPU, fp32 on CPU.")
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 autocast on GPU, fp32 on CPU."
+    )
     compile: bool = Field(False, description="torch.compile the model (GPU runs).")
-    threads: int = Field(0, ge=0, le=256, description="torch intra-op threads per process; 0 = cores / nproc.")
+    threads: int = Field(
+        0, ge=0, le=256, description="torch intra-op threads per process; 0 = cores / nproc."
+    )
     muon_lr: float = Field(0.02, gt=0, le=1, description="Muon learning rate (block matrices).")
     muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon (Nesterov) momentum.")
-    adam_lr: float = Field(0.008, gt=0, le=1, description="AdamW learning rate (embeddings, norms, gains, time constants).")
+    adam_lr: float = Field(
+        0.008, gt=0, le=1, description="AdamW learning rate (embeddings, norms, gains, time constants)."
+    )
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, ge=0, description="Global grad-norm clip (0 = off).")
     warmup_frac: float = Field(0.02, ge=0, lt=1, description="Linear LR warm-up, fraction of progress.")
-    warmdown_frac: float = Field(0.3, ge=0, le=1, description="Linear LR warm-down at the end, fraction of progress.")
+    warmdown_frac: float = Field(
+        0.3, ge=0, le=1, description="Linear LR warm-down at the end, fraction of progress."
+    )
     phase_fractions: tuple[float, float, float] = Field(
-        (0.1, 0.6, 0.3), description="Phase 1 (full precision), 2 (progressive QAT), 3 (all quantised) fractions."
+        (0.1, 0.6, 0.3),
+        description="Phase 1 (full precision), 2 (progressive QAT), 3 (all quantised) fractions.",
     )
     averaging: Literal["ema", "swa", "none"] = Field("ema", description="Weight averaging in phase 3.")
     ema_decay: float = Field(0.99, gt=0, lt=1, description="EMA decay per step.")
@@ -169,13 +217,17 @@ class TrainSettings(BaseModel):
     val_tokens: int = Field(32_768, ge=64, description="Tokens of the periodic validation slice.")
     checkpoint_every: int = Field(200, ge=1, description="Atomic checkpoint every N steps (resume on retry).")
     log_every: int = Field(10, ge=1, description="Metrics line every N steps.")
-    timeout_seconds: float = Field(3600.0, gt=0, description="Hard limit for the torchrun subprocess (the task kills its group).")
+    timeout_seconds: float = Field(
+        3600.0, gt=0, description="Hard limit for the torchrun subprocess (the task kills its group)."
+    )
 
     @field_validator("phase_fractions")
     @classmethod
     def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(f < 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError(f"train.phase_fractions must be three non-negative numbers summing to 1, got {v}")
+            raise ValueError(
+                f"train.phase_fractions must be three non-negative numbers summing to 1, got {v}"
+            )
         return v
 
     @model_validator(mode="after")
@@ -196,8 +248,12 @@ class PackSettings(BaseModel):
 
     model_config = _STRICT
 
-    budget_bytes: int = Field(16_000_000, gt=0, description="Artifact + shipped code must fit in this many bytes.")
-    linear_kind: Literal["q2", "fp32"] = Field("q2", description="Storage of Q2Linear weights (fp32 = the fp32 twin).")
+    budget_bytes: int = Field(
+        16_000_000, gt=0, description="Artifact + shipped code must fit in this many bytes."
+    )
+    linear_kind: Literal["q2", "fp32"] = Field(
+        "q2", description="Storage of Q2Linear weights (fp32 = the fp32 twin)."
+    )
 
 
 class EvalSettings(BaseModel):
@@ -206,12 +262,16 @@ class EvalSettings(BaseModel):
     model_config = _STRICT
 
     seq_len: int = Field(1024, ge=8, le=65_536, description="Evaluation window length.")
-    stride: int | None = Field(64, ge=1, description="Sliding-window stride (None = non-overlapping windows).")
+    stride: int | None = Field(
+        64, ge=1, description="Sliding-window stride (None = non-overlapping windows)."
+    )
     rule: Literal["all", "challenge"] = Field(
         "all", description="all: score all N−1 targets; challenge: the first ((N−1)//seq_len)·seq_len."
     )
     batch_size: int = Field(16, ge=1, le=4096, description="Windows per forward pass.")
-    max_tokens: int | None = Field(None, ge=2, description="Score only the first N validation tokens (None = all).")
+    max_tokens: int | None = Field(
+        None, ge=2, description="Score only the first N validation tokens (None = all)."
+    )
 
     @model_validator(mode="after")
     def _stride(self) -> EvalSettings:
@@ -227,7 +287,9 @@ class PipelineSettings(BaseModel):
 
     artifacts_dir: Path = Field(Path("artifacts"), description="Root for runs and the stage cache.")
     stages: tuple[str, ...] = Field(STAGES, description="Stages to run, in pipeline order.")
-    retention_days: float = Field(14.0, ge=0, description="golf gc removes unreferenced outputs older than this.")
+    retention_days: float = Field(
+        14.0, ge=0, description="golf gc removes unreferenced outputs older than this."
+    )
     nightly_cron: str = Field("0 2 * * *", description="Cron for the nightly reproduction deployment.")
     timezone: str = Field("UTC", description="Timezone of nightly_cron.")
 
@@ -263,7 +325,11 @@ class Settings(BaseModel):
                     f"tokeniser.variant={self.tokeniser.variant} needs data.variant={self.tokeniser.variant} "
                     f"when tokeniser.source=shards (got data.variant={self.data.variant})"
                 )
-        if self.model.arm == "q2-geode" and "G" in self.model.pattern and self.model.n_kv_heads >= self.model.n_heads:
+        if (
+            self.model.arm == "q2-geode"
+            and "G" in self.model.pattern
+            and self.model.n_kv_heads >= self.model.n_heads
+        ):
             if self.model.n_heads > 1:
                 raise ValueError("model.n_kv_heads must be < model.n_heads for the GQA mixer of q2-geode")
         if self.eval.seq_len > 65_536 or self.train.seq_len < 8:
