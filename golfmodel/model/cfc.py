@@ -1,0 +1,126 @@
+"""Closed-form continuous-time (CfC) mixer: an input-gated diagonal linear recurrence (SPEC §6, the "C" block).
+
+For a normalised input x̂ (B, T, d), per channel:
+
+    a = softplus(W1 x̂) ≥ 0,   b = W2 x̂,   Δt = exp(log_dt)
+    decay_t = exp(-a_t Δt),   c_t = b_t (1 - exp(-a_t Δt)) / a_t      (→ b_t Δt as a_t → 0)
+    h_t = decay_t ⊙ h_{t-1} + c_t,   h_{-1} = 0,   decay_t = 0 where token t is BOS
+    y = W_out h
+
+The gates depend on the input only (not on h), so the recurrence is a linear scan and
+parallelises over time. `cfc_scan` runs it in log space: within a chunk of `chunk` tokens a
+Hillis–Steele prefix scan (log2(chunk) vectorised steps) combines (log-decay, state) pairs,
+(A1, h1) ∘ (A2, h2) = (A1 + A2, exp(A2)·h1 + h2), so every exponent is a sum of log-decays ≤ 0
+(never a difference of large cumulative sums, which loses precision and turns a BOS reset's
+-inf into NaN); then one sequential pass over the chunks carries the state (a Python loop over
+T/chunk chunks, not over tokens). docs/decisions/model.md compares this with the masked
+(chunk x chunk) decay-matrix form, whose (B, T, chunk, d) intermediate is too large for
+per-channel decays. Gates and scan run in fp32 even under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DT_MIN, DT_MAX = 0.01, 1.0  # Δt init range (log-uniform): memory of ~1.4 to ~140 tokens at a ≈ softplus(0)
+_SERIES_BELOW = 1e-2  # a·Δt below this uses the Taylor series of (1 - e^-z)/z (error < z^4/120)
+
+
+def cfc_gates(a: Tensor, b: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
+    """Log-decay -a·Δt (≤ 0) and input c = b·(1 - exp(-a·Δt))/a, finite with finite gradients for all a ≥ 0.
+
+    a, b: (..., d) with a ≥ 0; dt: (d,) > 0. c = b·Δt·φ(z) with z = a·Δt and φ(z) = -expm1(-z)/z;
+    φ uses its series 1 - z/2 + z²/6 - z³/24 for z < 1e-2 (so a = 0 gives c = b·Δt exactly), and
+    the closed form elsewhere evaluated at a safe z (no 0/0 in the discarded branch of `where`).
+    Large z is harmless: expm1(-z) → -1 and φ → 1/z.
+    """
+    z = a * dt  # (..., d) ≥ 0
+    small = z < _SERIES_BELOW
+    z_safe = torch.where(small, torch.ones_like(z), z)
+    phi_series = 1.0 - z * (0.5 - z * (1.0 / 6.0 - z / 24.0))
+    phi = torch.where(small, phi_series, -torch.expm1(-z_safe) / z_safe)
+    return -z, b * dt * phi
+
+
+def cfc_scan(log_decay: Tensor, c: Tensor, reset: Tensor | None, chunk: int) -> Tensor:
+    """h_t = exp(log_decay_t)·h_{t-1} + c_t from h_{-1} = 0, with decay 0 where `reset` (B, T) is True.
+
+    log_decay, c: (B, T, D); returns h (B, T, D) in fp32. Chunked log-space scan: no loop over tokens.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk: must be >= 1, got {chunk}")
+    B, T, D = c.shape
+    ld = log_decay.float()
+    if reset is not None:
+        ld = ld.masked_fill(reset[..., None], float("-inf"))  # decay 0: forget everything before BOS
+    h = c.float()
+    n_chunks = math.ceil(T / chunk)
+    pad = n_chunks * chunk - T
+    if pad:  # identity elements (log-decay 0, input 0) at the end; sliced off below
+        ld = F.pad(ld, (0, 0, 0, pad))
+        h = F.pad(h, (0, 0, 0, pad))
+    A = ld.view(B, n_chunks, chunk, D)  # log-decay over (t - 2^j, t] within the chunk
+    h = h.view(B, n_chunks, chunk, D)  # state over the same span, from a zero start
+    k = 1
+    while k < chunk:  # Hillis–Steele: after the step with offset k, spans are 2k long
+        A_prev = F.pad(A[:, :, :-k], (0, 0, k, 0))  # (B, n, chunk, D); identity before the chunk start
+        h_prev = F.pad(h[:, :, :-k], (0, 0, k, 0))
+        h = h + torch.exp(A) * h_prev
+        A = A + A_prev
+        k *= 2
+    # A[:, j, t] = Σ log-decay over chunk j up to t; h[:, j, t] = chunk-local state. Carry across chunks.
+    decay_end = torch.exp(A[:, :, -1])  # (B, n, D)
+    h_end = h[:, :, -1]  # (B, n, D)
+    carry = torch.zeros(B, D, dtype=h.dtype, device=h.device)
+    starts = []
+    for j in range(n_chunks):
+        starts.append(carry)
+        carry = decay_end[:, j] * carry + h_end[:, j]
+    start = torch.stack(starts, dim=1)  # (B, n, D): state entering each chunk
+    h = h + torch.exp(A) * start[:, :, None]  # (B, n, chunk, D)
+    return h.reshape(B, n_chunks * chunk, D)[:, :T]
+
+
+def cfc_scan_reference(log_decay: Tensor, c: Tensor, reset: Tensor | None) -> Tensor:
+    """Step-by-step reference of `cfc_scan` (a Python loop over tokens; for tests and the benchmark only)."""
+    B, T, D = c.shape
+    decay = torch.exp(log_decay.float())
+    if reset is not None:
+        decay = decay.masked_fill(reset[..., None], 0.0)
+    c = c.float()
+    h = torch.zeros(B, D, dtype=torch.float32, device=c.device)
+    out = []
+    for t in range(T):
+        h = decay[:, t] * h + c[:, t]
+        out.append(h)
+    return torch.stack(out, dim=1)  # (B, T, D)
+
+
+class CfCMixer(nn.Module):
+    """CfC token mixer: gates W1, W2 and output W_out (`linear_cls`), per-channel time step exp(log_dt)."""
+
+    def __init__(self, d_model: int, *, chunk: int = 64, linear_cls: type[nn.Linear] = nn.Linear) -> None:
+        super().__init__()
+        self.chunk = chunk
+        self.w1 = linear_cls(d_model, d_model, bias=False)  # a = softplus(W1 x̂)
+        self.w2 = linear_cls(d_model, d_model, bias=False)  # b = W2 x̂
+        self.w_out = linear_cls(d_model, d_model, bias=False)
+        self.w_out._zero_init = True
+        # Δt log-uniform in [DT_MIN, DT_MAX] per channel (as Mamba's Δ init): a spread of time scales.
+        u = torch.rand(d_model)
+        self.log_dt = nn.Parameter(math.log(DT_MIN) + u * (math.log(DT_MAX) - math.log(DT_MIN)))
+
+    def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
+        """x (B, T, d) already normalised; reset (B, T) bool, True at BOS tokens."""
+        B, T, C = x.shape
+        a_pre = self.w1(x)  # (B, T, d)
+        b = self.w2(x)  # (B, T, d)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            a = F.softplus(a_pre.float())
+            log_decay, c = cfc_gates(a, b.float(), torch.exp(self.log_dt.float()))
+            h = cfc_scan(log_decay, c, reset, self.chunk)  # (B, T, d) fp32
+        return self.w_out(h.to(x.dtype))

@@ -1,0 +1,138 @@
+"""Model configuration: the frozen `ModelConfig` shared by both arms, and presets as functions.
+
+`arm="q2-geode"` is the product (SPEC §6): `depth` Geode groups, each a string of block letters
+(`pattern`, "GCCC" by default: one GQA block then three CfC blocks); every block matrix is a
+Q2Linear and the MLP is SwiGLU. `arm="gpt-int8"` is the challenge's naive baseline (`depth`
+layers of GQA + relu² MLP, plain nn.Linear, exported int8 per row + zlib); `pattern` is unused
+by that arm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+ARMS = ("q2-geode", "gpt-int8")
+BLOCK_LETTERS = "GC"  # G = GQA mixer, C = CfC mixer
+
+# Token id that starts every document, for both tokenisers (SPEC §2: pad/bos/eos/unk = 0/1/2/3).
+BOS_ID = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape and options of one model; validated on construction (errors name the field)."""
+
+    arm: str
+    vocab_size: int
+    d_model: int
+    depth: int  # Geode groups (q2-geode) or layers (gpt-int8)
+    pattern: str = "GCCC"
+    n_heads: int
+    n_kv_heads: int
+    mlp_mult: float  # SwiGLU hidden = mult*d rounded to 16 (q2-geode); relu² hidden = int(mult*d)
+    rope_base: float = 10000.0
+    logit_softcap: float = 30.0
+    bigram_prior: bool = False
+    cfc_chunk: int = 64
+    max_seq_len: int = 1024
+    tie_embeddings: bool = True
+    qk_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"arm: must be one of {ARMS}, got {self.arm!r}")
+        for name in ("vocab_size", "d_model", "depth", "n_heads", "n_kv_heads", "cfc_chunk", "max_seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: must be a positive int, got {value!r}")
+        for name in ("mlp_mult", "rope_base", "logit_softcap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name}: must be a positive number, got {value!r}")
+        if not self.pattern or any(ch not in BLOCK_LETTERS for ch in self.pattern):
+            raise ValueError(
+                f"pattern: must be a non-empty string of {BLOCK_LETTERS!r} letters, got {self.pattern!r}"
+            )
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(f"n_kv_heads: must divide n_heads={self.n_heads}, got {self.n_kv_heads}")
+        if (self.d_model // self.n_heads) % 2 != 0:
+            raise ValueError(f"n_heads: head_dim d_model/n_heads must be even for RoPE, got {self.head_dim}")
+        if self.arm == "q2-geode" and "G" in self.pattern and self.n_kv_heads >= self.n_heads:
+            # SPEC §6: the Geode GQA mixer shares K/V across query heads (n_kv < n_heads).
+            raise ValueError(
+                f"n_kv_heads: q2-geode GQA needs n_kv_heads < n_heads={self.n_heads}, got {self.n_kv_heads}"
+            )
+        if self.mlp_hidden <= 0:
+            raise ValueError(f"mlp_mult: gives an empty MLP hidden layer at d_model={self.d_model}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        """Hidden width of the MLP: SwiGLU rounds mult*d to a multiple of 16, relu² takes int(mult*d)."""
+        if self.arm == "q2-geode":
+            return 16 * round(self.mlp_mult * self.d_model / 16)
+        return int(self.mlp_mult * self.d_model)
+
+    @property
+    def n_blocks(self) -> int:
+        """Number of residual blocks (groups x pattern letters, or layers)."""
+        return self.depth * len(self.pattern) if self.arm == "q2-geode" else self.depth
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig.from_dict: unknown keys {unknown}")
+        return cls(**data)
+
+
+def head_shape(d_model: int, head_dim: int = 64) -> tuple[int, int]:
+    """Head counts for a width: n_heads ≈ d/head_dim (≥ 2) dividing d with an even head_dim; n_kv ≤ n_heads/2.
+
+    Two query heads at least, so GQA with n_kv < n_heads is possible at every width (a tiny
+    budget gets 2 heads / 1 KV head rather than an MHA exception). n_kv is the largest divisor
+    of n_heads that is at most n_heads/2 (n_heads/2 when n_heads is even).
+    """
+    if d_model < 4 or d_model % 4 != 0:
+        raise ValueError(f"d_model: must be a positive multiple of 4, got {d_model}")
+    n_heads = max(2, round(d_model / head_dim))
+    while n_heads > 2 and (d_model % n_heads != 0 or (d_model // n_heads) % 2 != 0):
+        n_heads -= 1
+    n_kv = max(k for k in range(1, n_heads // 2 + 1) if n_heads % k == 0)
+    return n_heads, n_kv
+
+
+def naive_baseline(vocab: int = 1024) -> ModelConfig:
+    """The challenge's naive baseline: 9 layers, d 512, 8 heads / 4 KV, relu² MLP x2, tied embeddings."""
+    return ModelConfig(
+        arm="gpt-int8", vocab_size=vocab, d_model=512, depth=9, n_heads=8, n_kv_heads=4, mlp_mult=2.0
+    )
+
+
+def geode(vocab: int = 1024, *, d_model: int = 608, groups: int = 4, pattern: str = "GCCC") -> ModelConfig:
+    """A q2-geode shape: `groups` x `pattern`, heads by `head_shape`, SwiGLU x8/3.
+
+    The defaults are the 16,000,000-byte sp1024 plan of `golfmodel.model.budget.solve`
+    (see docs/decisions/model.md); re-run the solver when the code size or the packer changes.
+    """
+    n_heads, n_kv = head_shape(d_model)
+    return ModelConfig(
+        arm="q2-geode",
+        vocab_size=vocab,
+        d_model=d_model,
+        depth=groups,
+        pattern=pattern,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        mlp_mult=8 / 3,
+    )

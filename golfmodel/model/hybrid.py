@@ -1,0 +1,107 @@
+"""The q2-geode hybrid language model (SPEC §6): Geode groups of GQA and CfC blocks, all block matrices Q2Linear.
+
+    idx (B, T) → tok_emb → RMS-normalise → [pattern] x depth blocks → final RMSNorm → tied head
+    → logits = softcap·tanh(logits/softcap) (+ bigram_logprior[idx]) → (B, T, V) fp32
+
+Each block is pre-RMSNorm mixer + residual, then pre-RMSNorm SwiGLU + residual. `qat_groups()`
+lists the Q2Linear layers of each Geode group, shallowest first; the trainer switches QAT on
+group by group, deepest first (SPEC §7).
+
+Initialisation (as the challenge baseline): tied embedding N(0, 0.005²); block matrices keep
+nn.Linear's default (uniform, bound 1/sqrt(in)); the matrices that write into the residual
+stream (attention out, CfC out, MLP down) start at zero so every block starts as the identity;
+norm gains 1; CfC Δt log-uniform in [0.01, 1]. The embedding is RMS-normalised before the
+first block so its small init scale does not matter to the residual stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from golfmodel.model.cfc import CfCMixer
+from golfmodel.model.config import BOS_ID, ModelConfig
+from golfmodel.model.gqa import GQAMixer
+from golfmodel.model.layers import RMSNorm, SwiGLU, init_embedding_and_zero_outputs, set_bigram_logprior
+from golfmodel.quant.q2linear import Q2Linear
+
+
+class Block(nn.Module):
+    """One residual block: x + mixer(norm(x)), then x + SwiGLU(norm(x)); `kind` "G" (GQA) or "C" (CfC)."""
+
+    def __init__(self, kind: str, config: ModelConfig, *, linear_cls: type[nn.Linear] = Q2Linear) -> None:
+        super().__init__()
+        d = config.d_model
+        self.kind = kind
+        self.mixer_norm = RMSNorm(d)
+        if kind == "G":
+            self.mixer: nn.Module = GQAMixer(
+                d,
+                config.n_heads,
+                config.n_kv_heads,
+                max_seq_len=config.max_seq_len,
+                rope_base=config.rope_base,
+                qk_norm=config.qk_norm,
+                linear_cls=linear_cls,
+            )
+        elif kind == "C":
+            self.mixer = CfCMixer(d, chunk=config.cfc_chunk, linear_cls=linear_cls)
+        else:
+            raise ValueError(f"Block: kind must be 'G' or 'C', got {kind!r}")
+        self.mlp_norm = RMSNorm(d)
+        self.mlp = SwiGLU(d, config.mlp_hidden, linear_cls=linear_cls)
+
+    def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
+        """x (B, T, d); reset (B, T) bool marks BOS tokens (used by CfC blocks only)."""
+        h = self.mixer_norm(x)
+        x = x + (self.mixer(h) if self.kind == "G" else self.mixer(h, reset))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class HybridLM(nn.Module):
+    """q2-geode language model; `forward(idx (B, T)) -> logits (B, T, V)` in fp32."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.arm != "q2-geode":
+            raise ValueError(f"HybridLM: arm must be 'q2-geode', got {config.arm!r}")
+        self.config = config
+        V, d = config.vocab_size, config.d_model
+        self.tok_emb = nn.Embedding(V, d)
+        self.groups = nn.ModuleList(
+            nn.ModuleList(Block(kind, config) for kind in config.pattern) for _ in range(config.depth)
+        )
+        self.final_norm = RMSNorm(d)
+        self.lm_head = nn.Linear(d, V, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight  # stored once; the packer writes an alias record
+        else:
+            self.lm_head._zero_init = True
+        if config.bigram_prior:
+            self.register_buffer("bigram_logprior", torch.zeros(V, V))  # (prev, next) log-probs
+        init_embedding_and_zero_outputs(self, config.tie_embeddings)
+
+    def qat_groups(self) -> list[list[Q2Linear]]:
+        """The Q2Linear layers of each Geode group, shallowest group first."""
+        return [[m for m in group.modules() if isinstance(m, Q2Linear)] for group in self.groups]
+
+    def set_bigram_logprior(self, table: Tensor | np.ndarray) -> None:
+        set_bigram_logprior(self, table)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        B, T = idx.shape
+        reset = idx == BOS_ID  # (B, T): CfC state restarts at each document
+        x = self.tok_emb(idx)  # (B, T, d)
+        x = F.rms_norm(x, (x.size(-1),))
+        for group in self.groups:
+            for block in group:
+                x = block(x, reset)
+        logits = self.lm_head(self.final_norm(x)).float()  # (B, T, V)
+        cap = self.config.logit_softcap
+        logits = cap * torch.tanh(logits / cap)
+        if self.config.bigram_prior:
+            # The prior is a log-probability added after the soft-cap so its range is not squashed.
+            logits = logits + self.bigram_logprior[idx]  # (B, T, V)
+        return logits

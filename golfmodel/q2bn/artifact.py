@@ -1,0 +1,207 @@
+"""Pack a model into a Q2BN artifact, load it back, and the export view both must agree with.
+
+Storage kind of each state-dict tensor (first name of a storage wins; later names → alias):
+
+    Q2Linear.weight                         kind 0 q2-rows (its τ buffer lives in the record)
+                                            or kind 2 fp32 with linear_kind="fp32" (fp32 twin)
+    nn.Embedding / other nn.Linear weights  kind 3 int8-rows (embedding, untied head, gpt-int8 matrices)
+    buffers named in INT8_BUFFERS           kind 3 int8-rows (the bigram log-prior)
+    names (last component) in keep_fp32     kind 2 fp32
+    every other float tensor                kind 1 fp16 (norm gains, log_dt, query gains, biases)
+    tied tensors (same storage)             kind 4 alias of the first record
+    non-persistent buffers (RoPE tables)    not stored (absent from the state dict)
+
+Tensors go in state-dict order, i.e. the model's registration order (embedding, blocks in
+depth order, head). `export_view` decodes exactly the records `pack_model` writes, so the loaded
+weights equal it bit for bit. `load_model` copies the stored weights into a freshly built model
+and switches QAT off: a Q2Linear then runs a plain linear on its weight, which *is* the
+dequantised weight (and switching QAT back on reproduces it, since quantising a dequantised
+weight with the same τ is the identity).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from golfmodel.q2bn.format import (
+    ZSTD_LEVEL,
+    Kind,
+    Q2BNError,
+    TensorRecord,
+    decode_all,
+    decode_q2,
+    encode_alias,
+    encode_fp16,
+    encode_fp32,
+    encode_int8,
+    encode_q2,
+    read_q2bn_contents,
+    write_q2bn,
+)
+from golfmodel.quant.q2linear import Q2Linear, q2_linears
+
+LINEAR_KINDS = ("q2", "fp32")
+INT8_BUFFERS = ("bigram_logprior",)  # 2-D buffers stored as int8 rows (SPEC §5: the log-prior counts)
+KEEP_FP32: tuple[str, ...] = ()  # fp16 suffices for gains and log Δt; see docs/decisions/quant.md
+
+ModelBuilder = Callable[[dict[str, Any]], nn.Module]
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """One record of an artifact: name, kind, shape and payload bytes (before compression)."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    payload_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackResult:
+    """What pack_model wrote."""
+
+    path: Path
+    compressed_bytes: int
+    raw_bytes: int
+    sha256: str
+    tensors: tuple[TensorInfo, ...]
+
+    def kind_totals(self) -> dict[str, int]:
+        """Payload bytes per storage kind."""
+        return kind_totals(self.tensors)
+
+
+def tensor_infos(records: Sequence[TensorRecord]) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(r.name, r.kind.name.lower(), r.shape, len(r.payload)) for r in records)
+
+
+def kind_totals(infos: Sequence[TensorInfo]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for info in infos:
+        totals[info.kind] = totals.get(info.kind, 0) + info.payload_bytes
+    return totals
+
+
+def _storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
+
+
+def model_records(
+    model: nn.Module, linear_kind: str = "q2", *, keep_fp32: Sequence[str] = KEEP_FP32
+) -> list[TensorRecord]:
+    """The records of every persistent tensor of `model`, in state-dict order."""
+    if linear_kind not in LINEAR_KINDS:
+        raise ValueError(f"linear_kind: must be one of {LINEAR_KINDS}, got {linear_kind!r}")
+    modules = dict(model.named_modules())
+    state = model.state_dict(keep_vars=True)
+    q2_taus = {f"{p}.tau" if p else "tau" for p, m in modules.items() if isinstance(m, Q2Linear)}
+    records: list[TensorRecord] = []
+    first: dict[tuple[Any, ...], int] = {}
+    for name, t in state.items():
+        if linear_kind == "q2" and name in q2_taus:
+            continue  # stored inside its weight's q2 record
+        key = _storage_key(t) if t.numel() > 0 else None
+        if key is not None and key in first:
+            records.append(encode_alias(name, first[key], tuple(t.shape)))
+            continue
+        prefix, _, leaf = name.rpartition(".")
+        owner = modules.get(prefix)
+        if not t.is_floating_point():
+            raise ValueError(f"{name}: {t.dtype} tensors have no Q2BN storage kind")
+        if isinstance(owner, Q2Linear) and leaf == "weight":
+            if linear_kind == "q2":
+                rec = encode_q2(name, *owner.quantized_state())
+            else:
+                rec = encode_fp32(name, t)
+        elif t.ndim == 2 and (
+            (isinstance(owner, nn.Embedding | nn.Linear) and leaf == "weight") or leaf in INT8_BUFFERS
+        ):
+            rec = encode_int8(name, t)
+        elif leaf in keep_fp32:
+            rec = encode_fp32(name, t)
+        else:
+            rec = encode_fp16(name, t)
+        if key is not None:
+            first[key] = len(records)
+        records.append(rec)
+    return records
+
+
+def state_from_records(records: Sequence[TensorRecord], source: str = "<records>") -> dict[str, Tensor]:
+    """A state dict (fp32) from records; a q2 record `X.weight` also yields its τ as `X.tau`."""
+    state = decode_all(records)
+    out: dict[str, Tensor] = {}
+    for rec in records:
+        out[rec.name] = state[rec.name]
+        if rec.kind == Kind.Q2_ROWS:
+            if not rec.name.endswith(".weight") and rec.name != "weight":
+                raise Q2BNError(f"{source}: q2 record {rec.name!r} is not a '.weight'")
+            _, tau = decode_q2(rec)
+            out[rec.name[: -len("weight")] + "tau"] = tau.float()
+    return out
+
+
+def export_view(
+    model: nn.Module, linear_kind: str = "q2", *, keep_fp32: Sequence[str] = KEEP_FP32
+) -> dict[str, Tensor]:
+    """Every persistent tensor of `model` rounded to its storage kind (fp32), as a loadable state dict."""
+    return state_from_records(model_records(model, linear_kind, keep_fp32=keep_fp32))
+
+
+def pack_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    meta: dict[str, Any],
+    linear_kind: str = "q2",
+    keep_fp32: Sequence[str] = KEEP_FP32,
+    level: int = ZSTD_LEVEL,
+    threads: int = 0,
+) -> PackResult:
+    """Write `model` as a Q2BN artifact (atomic). meta must hold `tokenizer` and `settings_hash`;
+    `model` (the config dict) defaults to `model.config.to_dict()`."""
+    header: dict[str, Any] = {"format": "q2bn", "linear_kind": linear_kind, **meta}
+    if "model" not in header:
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "to_dict"):
+            raise ValueError("meta lacks 'model' and the model has no config.to_dict()")
+        header["model"] = config.to_dict()
+    records = model_records(model, linear_kind, keep_fp32=keep_fp32)
+    info = write_q2bn(path, header, records, level=level, threads=threads)
+    return PackResult(Path(path), info.compressed_bytes, info.raw_bytes, info.sha256, tensor_infos(records))
+
+
+def _build_from_config(config: dict[str, Any]) -> nn.Module:
+    from golfmodel.model import build_model  # imported here: the model package imports the quantiser
+    from golfmodel.model.config import ModelConfig
+
+    return build_model(ModelConfig.from_dict(config))
+
+
+def load_model(path: str | os.PathLike[str], *, builder: ModelBuilder | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from the artifact's header and load the stored weights; QAT off, eval mode.
+
+    builder: config dict → model (default: golfmodel.model.build_model(ModelConfig.from_dict(...))).
+    """
+    contents = read_q2bn_contents(path)
+    state = state_from_records(contents.records, str(path))
+    try:
+        model = (builder or _build_from_config)(contents.header["model"])
+    except (TypeError, ValueError) as e:
+        raise Q2BNError(f"{path}: cannot build the model its header describes: {e}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise Q2BNError(f"{path}: stored tensors do not fit the model built from its header: {e}") from None
+    for layer in q2_linears(model):
+        layer.set_qat(False)
+    model.eval()
+    return model, contents.header
+

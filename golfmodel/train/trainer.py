@@ -1,0 +1,636 @@
+"""The three-phase, wall-clock-budgeted trainer (SPEC §7). Entry point: `python -m golfmodel.train`.
+
+    train(job, DistEnv(rank, world_size, local_rank), resume=None) -> summary dict (rank 0)
+
+Every step: p = max over ranks of max(elapsed / max_wallclock_seconds, step / max_steps); from p
+the LR multiplier, the phase (1 full precision, 2 progressive QAT, 3 all quantised + averaging)
+and the QAT switch of each Geode group (deepest first) follow. The same all-reduce carries a
+non-finite-loss flag, so all ranks stop together on a NaN. Validation and checkpoints pause the
+training clock. At the end the averaged weights are loaded, τ is re-fitted on them, and
+`final.pt` + `train_summary.json` are written (atomically, rank 0).
+
+The process group (if any) is created by the caller (`__main__`); this module never reads
+the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from golfmodel.train import schedule as sched
+from golfmodel.train.averaging import WeightAverager
+from golfmodel.train.checkpoint import (
+    apply_qat_flags,
+    cpu_state_dict,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_model_state,
+    q2_layers,
+    qat_flags,
+    save_checkpoint,
+    save_final,
+)
+from golfmodel.train.config import TrainConfig, TrainJob
+from golfmodel.train.data import TokenLoader
+from golfmodel.train.files import atomic_write_json
+from golfmodel.train.muon import build_optimizers, set_lr
+from golfmodel.train.runlog import RunLog
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss (or the weights) became non-finite; the message names the step and the last good checkpoint."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistEnv:
+    """Where this process sits in the run (read from RANK/WORLD_SIZE/LOCAL_RANK by `__main__` only)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
+    """cuda:<local_rank> for device=cuda (or auto with a GPU), else cpu."""
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but CUDA is not available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def resolve_backend(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.backend != "auto":
+        return cfg.backend
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def state_sha256(model: nn.Module) -> str:
+    """sha256 over the model's state dict (names and bytes, in order): equal hashes = identical weights."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_table(spec: str) -> Any:
+    """ByteTable for validation bpb: "byte260" or a sentencepiece model path."""
+    from golfmodel.eval import ByteTable
+
+    return ByteTable.byte260() if spec == "byte260" else ByteTable.from_sentencepiece(spec)
+
+
+def load_val_tokens(paths: tuple[str, ...] | list[str], max_tokens: int, vocab_size: int) -> np.ndarray:
+    """The first `max_tokens` (0 = all) tokens of the concatenated validation shards, int64 (N,)."""
+    from golfmodel.data.shards import read_shard
+
+    parts, n = [], 0
+    for p in paths:
+        t = read_shard(p, vocab_size=vocab_size)
+        take = len(t) if not max_tokens else min(len(t), max_tokens - n)
+        parts.append(np.asarray(t[:take], dtype=np.int64))
+        n += take
+        if max_tokens and n >= max_tokens:
+            break
+    if not parts:
+        raise ValueError("no validation shards given")
+    return np.concatenate(parts)
+
+
+def load_bigram_logprior(path: str, vocab_size: int) -> torch.Tensor:
+    """(V, V) float32 log-probability table from the bigram stage (.npz with 'logprob' or a .npy)."""
+    try:
+        from golfmodel.data.bigram import load_logprior  # the bigram stage's own reader, when present
+
+        table = torch.as_tensor(np.asarray(load_logprior(path)), dtype=torch.float32)
+    except ImportError:
+        arr = np.load(path)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            key = "logprob" if "logprob" in arr.files else arr.files[0]
+            arr = arr[key]
+        table = torch.as_tensor(np.asarray(arr), dtype=torch.float32)
+    if tuple(table.shape) != (vocab_size, vocab_size):
+        raise ValueError(f"{path}: bigram log-prior has shape {tuple(table.shape)}, expected ({vocab_size}, {vocab_size})")
+    return table
+
+
+@torch.no_grad()
+def evaluate_bpb(
+    model: nn.Module, tokens: np.ndarray, table: Any, *, seq_len: int, batch_size: int, device: torch.device
+) -> float:
+    """Non-overlapping validation bpb (rule "all") of the model as it runs now (QAT flags as set)."""
+    from golfmodel.eval import score
+
+    was_training = model.training
+    model.eval()
+    amp = _autocast(device, "bf16")
+
+    def model_fn(idx: torch.Tensor) -> torch.Tensor:
+        with amp:
+            return model(idx).float()
+
+    try:
+        return score(model_fn, tokens, table, seq_len=seq_len, batch_size=batch_size, device=device).bpb
+    finally:
+        model.train(was_training)
+
+
+def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and dtype in ("bf16", "auto"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _resume_key(job: TrainJob) -> str:
+    """What a checkpoint must agree with to be resumed: model shape and everything that fixes the data order."""
+    t = job.train
+    return json.dumps(
+        {
+            "model": job.model.to_dict(),
+            "seed": t.seed,
+            "seq_len": t.seq_len,
+            "global_batch_tokens": t.global_batch_tokens,
+            "train_shards": list(job.train_shards),
+        },
+        sort_keys=True,
+    )
+
+
+class Trainer:
+    """One training run on one rank; `run()` trains to the budget and writes the outputs."""
+
+    def __init__(self, job: TrainJob, env: DistEnv, *, resume: bool | None = None) -> None:
+        from golfmodel.model import build_model
+
+        self.job, self.env, self.cfg = job, env, job.train
+        self.out = Path(job.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(self.cfg, env.local_rank)
+        self.distributed = env.world_size > 1
+        if self.distributed and not dist.is_initialized():
+            raise RuntimeError("world_size > 1 but no process group: launch through `python -m golfmodel.train`")
+        self.log = RunLog(self.out, enabled=env.is_main, progress_bar=self.cfg.progress_bar)
+
+        # determinism: same init on every rank, deterministic kernels on CPU
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
+        torch.manual_seed(self.cfg.seed)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True)
+        else:
+            torch.cuda.manual_seed_all(self.cfg.seed)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.model = build_model(job.model)
+        if job.model.bigram_prior:
+            if not job.bigram_logprior:
+                raise ValueError("model.bigram_prior is on but job.bigram_logprior (the table's path) is not set")
+            self.model.set_bigram_logprior(load_bigram_logprior(job.bigram_logprior, job.model.vocab_size))
+        self.model.to(self.device)
+        self.layers = q2_layers(self.model)
+        for layer in self.layers.values():
+            _configure_q2(layer, job)
+        # Geode groups deepest first (qat_groups() is shallowest first); the schedule indexes i = 0 deepest
+        groups = self.model.qat_groups() if (job.qat.enabled and hasattr(self.model, "qat_groups")) else []
+        self.groups: list[list[nn.Module]] = list(reversed([list(g) for g in groups if g]))
+        s = job.schedule
+        self.switch_p = sched.qat_switch_points(
+            len(self.groups), f1=s.f1, f2=s.f2, progressive=job.qat.progressive, start_frac=job.qat.start_frac
+        )
+        self.group_on = [False] * len(self.groups)
+        self.optimizers = build_optimizers(self.model, job.optim)
+        self.averager = (
+            WeightAverager(job.averaging.kind, ema_decay=job.averaging.ema_decay)
+            if job.averaging.kind != "none"
+            else None
+        )
+        self.avg_start = sched.averaging_start(f1=s.f1, f2=s.f2, start_frac=job.averaging.start_frac)
+        self.loader = TokenLoader(
+            job.train_shards,
+            seq_len=self.cfg.seq_len,
+            batch_seqs=self.cfg.batch_seqs,
+            micro_batch_seqs=self.cfg.micro_batch_seqs,
+            rank=env.rank,
+            world_size=env.world_size,
+            seed=self.cfg.seed,
+            vocab_size=job.model.vocab_size,
+        )
+        self.accum = self.cfg.grad_accum(env.world_size)
+
+        # the forward used for training: optionally compiled, DDP-wrapped when distributed
+        fwd: nn.Module = self.model
+        if self.cfg.compile and self.device.type == "cuda":
+            import torch._dynamo as dynamo
+
+            # every QAT configuration (G+1 of them) is its own graph; keep them all cached
+            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, len(self.groups) + 4)
+            fwd = torch.compile(fwd)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # buffers (τ, RoPE tables) are deterministic functions of identical weights: no broadcast
+            fwd = DDP(
+                fwd,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+                find_unused_parameters=False,
+                gradient_as_bucket_view=True,
+            )
+        self.fwd = fwd
+
+        self.val_tokens: np.ndarray | None = None
+        self.table: Any = None
+        if env.is_main and job.val_shards and (self.cfg.val_every or self.cfg.final_val):
+            self.val_tokens = load_val_tokens(job.val_shards, self.cfg.val_tokens, job.model.vocab_size)
+            self.table = load_table(job.tokenizer)
+
+        # run state
+        self.step = 0  # optimiser steps completed = index of the next step
+        self.base_elapsed = 0.0  # training-clock seconds of earlier (resumed-from) processes
+        self.cur_phase = 0
+        self.last_ckpt: Path | None = None
+        self.last_loss = float("nan")
+        self._resume(resume)
+
+    # --- resume --------------------------------------------------------------------------------
+
+    def _resume(self, resume: bool | None) -> None:
+        path = latest_checkpoint(self.out) if resume is not False else None
+        if path is None:
+            if resume:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.out / 'ckpt'}")
+            if self.env.is_main:  # a fresh start: nothing of an earlier run may be mistaken for this one's
+                for old in list_checkpoints(self.out):
+                    old.unlink()
+                for name in ("metrics.jsonl", "events.jsonl", "final.pt", "train_summary.json"):
+                    (self.out / name).unlink(missing_ok=True)
+            self._barrier()
+            return
+        st = load_checkpoint(path)
+        if st["resume_key"] != _resume_key(self.job):
+            raise ValueError(
+                f"{path}: checkpoint was written by a different job (model, seed, seq_len, batch or shards "
+                f"changed); use a fresh out_dir or delete {self.out / 'ckpt'}"
+            )
+        load_model_state(self.model, st["model"], source=str(path))
+        apply_qat_flags(self.model, st["qat"])
+        for opt, sd in zip(self.optimizers, st["optim"], strict=True):
+            opt.load_state_dict(sd)
+        if self.averager is not None and st["averager"] is not None:
+            self.averager.load_state_dict(st["averager"], device=self.device)
+        self.loader.load_state_dict(st["data"])
+        torch.set_rng_state(st["rng"]["torch"])
+        if self.device.type == "cuda" and st["rng"]["cuda"]:
+            torch.cuda.set_rng_state(st["rng"]["cuda"][0], self.device)
+        self.step, self.base_elapsed = int(st["step"]), float(st["elapsed"])
+        self.cur_phase, self.last_loss = int(st["phase"]), float(st["last_loss"])
+        self.group_on = [all(bool(layer.qat) for layer in g) for g in self.groups]
+        self.last_ckpt = path
+        self.log.truncate_metrics(self.step)
+        self.log.event("resume", step=self.step, checkpoint=str(path), elapsed=self.base_elapsed, data=st["data"])
+
+    def _checkpoint(self, elapsed: float) -> None:
+        if not _all_finite(self.model):
+            raise TrainingDiverged(
+                f"training diverged: non-finite weights after step {self.step - 1}; "
+                f"last good checkpoint: {self.last_ckpt or 'none (no checkpoint written yet)'}"
+            )
+        path = None
+        if self.env.is_main:
+            state = {
+                "step": self.step,
+                "elapsed": elapsed,
+                "phase": self.cur_phase,
+                "last_loss": self.last_loss,
+                "resume_key": _resume_key(self.job),
+                "model": cpu_state_dict(self.model),
+                "qat": qat_flags(self.model),
+                "optim": [opt.state_dict() for opt in self.optimizers],
+                "averager": self.averager.state_dict() if self.averager is not None else None,
+                "data": self.loader.state_dict(),
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "cuda": [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [],
+                },
+            }
+            path = save_checkpoint(self.out, state, keep=self.cfg.keep_checkpoints)
+            self.log.event("checkpoint", step=self.step, path=str(path))
+        self.last_ckpt = path or self.out / "ckpt" / f"step_{self.step:06d}.pt"
+
+    # --- schedule ----------------------------------------------------------------------------
+
+    def _apply_schedule(self, p: float) -> float:
+        """Phase, QAT switches, averaging start and LR for progress p; returns the LR multiplier."""
+        s = self.job.schedule
+        ph = sched.phase(p, f1=s.f1, f2=s.f2)
+        if ph != self.cur_phase:
+            self.log.event("phase", step=self.step, p=round(p, 6), phase=ph, previous=self.cur_phase)
+            self.cur_phase = ph
+        for i, due in enumerate(sched.qat_due(p, self.switch_p)):
+            if due and not self.group_on[i]:
+                self._switch_group(i, p)
+        mult = sched.lr_multiplier(p, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac)
+        set_lr(self.optimizers, mult)
+        return mult
+
+    def _switch_group(self, i: int, p: float) -> None:
+        for layer in self.groups[i]:
+            layer.refresh_tau()  # τ fitted to the current shadow weights before the first quantised forward
+            layer.set_qat(True)
+        self.group_on[i] = True
+        self.log.event(
+            "qat_on",
+            step=self.step,
+            p=round(p, 6),
+            group=i,
+            depth_index=len(self.groups) - 1 - i,
+            layers=len(self.groups[i]),
+            scheduled_p=round(self.switch_p[i], 6),
+        )
+
+    def _refresh_tau(self, p: float) -> None:
+        active = [m for m in self.layers.values() if m.qat]
+        for layer in active:
+            layer.refresh_tau()
+        if active:
+            self.log.event("tau_refresh", step=self.step, p=round(p, 6), layers=len(active))
+
+    # --- one optimiser step --------------------------------------------------------------------
+
+    def _train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward/backward over this rank's micro-batches, then the optimiser step; returns (loss, grad_norm)."""
+        V = self.job.model.vocab_size
+        loss_sum = torch.zeros((), device=self.device)
+        for k, (x, y) in enumerate(batches):
+            x = x.to(self.device, non_blocking=True)  # (B, T)
+            y = y.to(self.device, non_blocking=True)  # (B, T)
+            last = k == len(batches) - 1
+            sync = self.fwd.no_sync() if (self.distributed and not last) else contextlib.nullcontext()
+            with sync:
+                with _autocast(self.device, self.cfg.dtype):
+                    logits = self.fwd(x)  # (B, T, V)
+                loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
+                if self.cfg.debug_nan_at_step is not None and self.step == self.cfg.debug_nan_at_step:
+                    loss = loss * float("nan")  # TEST HOOK
+                (loss / self.accum).backward()
+            loss_sum += loss.detach()
+        if self.job.optim.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.job.optim.grad_clip)
+        else:
+            gnorm = torch.zeros((), device=self.device)
+        for opt in self.optimizers:
+            opt.step()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        return loss_sum / len(batches), gnorm
+
+    def _sync_max(self, values: list[float | torch.Tensor]) -> list[float]:
+        """Element-wise max over ranks (one all-reduce, one host sync)."""
+        t = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device).reshape(()) for v in values])
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    def _mean(self, value: torch.Tensor) -> float:
+        t = value.detach().float().reshape(1).clone()
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t /= self.env.world_size
+        return float(t.item())
+
+    def _barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any] | None:
+        cfg, job = self.cfg, self.job
+        if self.step == 0:
+            self.log.event(
+                "start",
+                step=0,
+                world_size=self.env.world_size,
+                device=str(self.device),
+                grad_accum=self.accum,
+                params=sum(p.numel() for p in self.model.parameters()),
+                qat_groups=len(self.groups),
+                switch_p=[round(x, 6) for x in self.switch_p],
+            )
+            if self.device.type == "cpu" and cfg.dtype == "bf16":
+                self.log.event("note", step=0, message="dtype=bf16 applies on CUDA only; this CPU run is fp32")
+        if self.cfg.compile and self.device.type == "cuda":
+            self._compile_warmup()
+
+        t0 = time.perf_counter()
+        paused = 0.0
+        start_step, start_elapsed = self.step, self.base_elapsed
+
+        def elapsed() -> float:
+            return self.base_elapsed + (time.perf_counter() - t0) - paused
+
+        budget = dict(max_steps=cfg.max_steps, max_wallclock_seconds=cfg.max_wallclock_seconds)
+        (p,) = self._sync_max([sched.progress(self.step, elapsed(), **budget)])
+        loss_t = gnorm_t = torch.zeros(())
+        while p < 1.0:
+            mult = self._apply_schedule(p)
+            batches = self.loader.next_step()
+            data_pos = (self.loader.epoch, self.loader.cursor - cfg.batch_seqs)
+            loss_t, gnorm_t = self._train_step(batches)
+            step_idx = self.step
+            self.step += 1
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            now = elapsed()
+            p, bad = self._sync_max([sched.progress(self.step, now, **budget), (~torch.isfinite(loss_t)).float()])
+            if bad > 0:
+                msg = (
+                    f"training diverged: non-finite loss at step {step_idx}; last good checkpoint: "
+                    f"{self.last_ckpt or 'none (no checkpoint written yet)'}"
+                )
+                self.log.event("diverged", step=step_idx, last_checkpoint=str(self.last_ckpt) if self.last_ckpt else None)
+                raise TrainingDiverged(msg)
+
+            if self.averager is not None and p >= self.avg_start and self.step % job.averaging.every == 0:
+                if self.averager.n == 0:
+                    self.log.event("averaging_start", step=step_idx, p=round(p, 6), kind=self.averager.kind)
+                self.averager.update(self.model)
+            if job.qat.tau_refresh_steps and self.step % job.qat.tau_refresh_steps == 0:
+                self._refresh_tau(p)
+
+            if step_idx % cfg.log_every == 0 or p >= 1.0:
+                loss = self._mean(loss_t)
+                self.last_loss = loss
+                tokens = self.step * cfg.global_batch_tokens
+                run_s = max(now - start_elapsed, 1e-9)
+                row = {
+                    "kind": "train",
+                    "step": step_idx,
+                    "phase": self.cur_phase,
+                    "p": round(p, 6),
+                    "lr": mult * job.optim.muon_lr,
+                    "lr_mult": mult,
+                    "loss": loss,
+                    "grad_norm": float(gnorm_t.item()),
+                    "tokens": tokens,
+                    "tokens_per_s": (self.step - start_step) * cfg.global_batch_tokens / run_s,
+                    "elapsed": round(now, 4),
+                    "data_epoch": data_pos[0],
+                    "data_cursor": data_pos[1],
+                }
+                self.log.metrics(row, echo=True)
+                self.log.progress(p, step=step_idx, loss=loss)
+
+            due_val = cfg.val_every and self.step % cfg.val_every == 0 and p < 1.0
+            due_ckpt = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and p < 1.0
+            if due_val or due_ckpt:  # the training clock stops for validation and checkpoints
+                tp = time.perf_counter()
+                if due_val:
+                    self._validate(step_idx, p, now)
+                if due_ckpt:
+                    self._checkpoint(now)
+                self._barrier()
+                paused += time.perf_counter() - tp
+
+        total_elapsed = elapsed()
+        return self._finish(total_elapsed, start_step, start_elapsed)
+
+    def _validate(self, step_idx: int, p: float, now: float) -> float | None:
+        if not self.env.is_main or self.val_tokens is None:
+            return None
+        bpb = evaluate_bpb(
+            self.model,
+            self.val_tokens,
+            self.table,
+            seq_len=self.cfg.seq_len,
+            batch_size=self.cfg.val_batch_seqs,
+            device=self.device,
+        )
+        self.log.metrics({"kind": "val", "step": step_idx, "p": round(p, 6), "val_bpb": bpb, "elapsed": now}, echo=True)
+        self.log.event("val", step=step_idx, p=round(p, 6), val_bpb=bpb)
+        return bpb
+
+    def _compile_warmup(self) -> None:
+        """Compile every QAT configuration the run will use before the clock starts (one fwd/bwd each, no step)."""
+        x, y = self.loader.next_step()[0]
+        self.loader.cursor -= self.cfg.batch_seqs  # give the batch back
+        saved = qat_flags(self.model)
+        configs = [[j < k for j in range(len(self.groups))] for k in range(len(self.groups) + 1)]
+        for on in configs:
+            for g, flag in zip(self.groups, on, strict=True):
+                for layer in g:
+                    layer.set_qat(flag)
+            with _autocast(self.device, self.cfg.dtype):
+                logits = self.fwd(x.to(self.device))
+            F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).reshape(-1)).backward()
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+        apply_qat_flags(self.model, saved)
+        self.log.event("compile_warmup", step=self.step, configs=len(configs))
+
+    def _finish(self, total_elapsed: float, start_step: int, start_elapsed: float) -> dict[str, Any] | None:
+        """Averaged weights → re-quantise → final val → final.pt + train_summary.json (rank 0)."""
+        job = self.job
+        if self.averager is not None and self.averager.n > 0:
+            self.averager.copy_to(self.model)
+            self.log.event("averaged_weights_loaded", step=self.step, kind=self.averager.kind, samples=self.averager.n)
+        if job.qat.enabled:
+            for i, on in enumerate(self.group_on):
+                if not on:  # the budget ran out before this group's switch point: quantise it now
+                    self._switch_group(i, 1.0)
+        for layer in self.layers.values():
+            layer.refresh_tau()  # re-quantise: τ fitted to the final (averaged) weights
+        if self.layers:
+            self.log.event("final_requantise", step=self.step, layers=len(self.layers))
+        if not _all_finite(self.model):
+            raise TrainingDiverged(
+                f"training diverged: non-finite final weights after step {self.step - 1}; "
+                f"last good checkpoint: {self.last_ckpt or 'none (no checkpoint written yet)'}"
+            )
+        if self.cfg.debug_rank_state:
+            atomic_write_json(
+                self.out / "debug" / f"rank_{self.env.rank}.json",
+                {"rank": self.env.rank, "step": self.step, "sha256": state_sha256(self.model)},
+            )
+        summary = None
+        if self.env.is_main:
+            val_bpb = None
+            if self.cfg.final_val and self.val_tokens is not None:
+                val_bpb = evaluate_bpb(
+                    self.model,
+                    self.val_tokens,
+                    self.table,
+                    seq_len=self.cfg.seq_len,
+                    batch_size=self.cfg.val_batch_seqs,
+                    device=self.device,
+                )
+            run_s = max(total_elapsed - start_elapsed, 1e-9)
+            summary = {
+                "steps": self.step,
+                "tokens": self.step * self.cfg.global_batch_tokens,
+                "seconds": round(total_elapsed, 4),
+                "tokens_per_s": (self.step - start_step) * self.cfg.global_batch_tokens / run_s,
+                "final_train_loss": self.last_loss if math.isfinite(self.last_loss) else None,
+                "prequant_val_bpb": val_bpb,
+                "val_tokens": int(len(self.val_tokens)) if self.val_tokens is not None else 0,
+                "world_size": self.env.world_size,
+                "arm": job.model.arm,
+                "qat": job.qat.enabled and bool(self.groups),
+                "averaging": self.averager.kind if self.averager is not None else "none",
+                "averaged_samples": self.averager.n if self.averager is not None else 0,
+                "device": str(self.device),
+            }
+            save_final(self.out / "final.pt", self.model, extra={"step": self.step, "summary_json": json.dumps(summary)})
+            atomic_write_json(self.out / "train_summary.json", summary)
+            self.log.event("final", step=self.step, **{k: v for k, v in summary.items() if k != "device"})
+        self._barrier()
+        self.log.close()
+        return summary
+
+
+def _configure_q2(layer: nn.Module, job: TrainJob) -> None:
+    """Pass the QAT options a Q2Linear understands (masked STE, τ method)."""
+    if hasattr(layer, "ste_masked"):
+        layer.ste_masked = job.qat.ste_masked
+    if hasattr(layer, "tau_method"):
+        layer.tau_method = job.qat.tau_method
+    if hasattr(layer, "tau_std_mult"):
+        layer.tau_std_mult = job.qat.tau_std_mult
+
+
+@torch.no_grad()
+def _all_finite(model: nn.Module) -> bool:
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all().item()) if flags else True
+
+
+def train(job: TrainJob, env: DistEnv | None = None, *, resume: bool | None = None) -> dict[str, Any] | None:
+    """Train `job` on this rank; returns the summary on rank 0 (None elsewhere).
+
+    resume: None = continue from the newest checkpoint in out_dir if there is one; True = require
+    one; False = start fresh (existing checkpoints are overwritten as the run goes).
+    """
+    env = env or DistEnv()
+    os.makedirs(job.out_dir, exist_ok=True)
+    return Trainer(job, env, resume=resume).run()

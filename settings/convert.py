@@ -1,0 +1,145 @@
+"""Settings → golfmodel dataclasses, one function per component (the boundary of STYLE rule 2).
+
+`golfmodel` never sees pydantic: the task layer calls these functions with the validated
+`Settings` and hands the frozen dataclasses to the library.
+
+    job = train_job(settings, vocab_size=1024, train_shards=[...], val_shards=[...],
+                    tokenizer="tok.model", bigram_logprior=None, out_dir="...")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from golf.settings.schema import Settings
+
+if TYPE_CHECKING:
+    from golfmodel.model.config import ModelConfig
+    from golfmodel.train.config import TrainJob
+
+
+def model_config(settings: Settings, vocab_size: int) -> ModelConfig:
+    """The model shape; with `model.solve`, width and depth come from the budget solver."""
+    from golfmodel.model.config import ModelConfig
+
+    m = settings.model
+    cfg = ModelConfig(
+        arm=m.arm,
+        vocab_size=vocab_size,
+        d_model=m.d_model,
+        depth=m.depth,
+        pattern=m.pattern,
+        n_heads=m.n_heads,
+        n_kv_heads=m.n_kv_heads,
+        mlp_mult=m.mlp_mult,
+        rope_base=m.rope_base,
+        logit_softcap=m.logit_softcap,
+        bigram_prior=m.bigram_prior,
+        cfc_chunk=m.cfc_chunk,
+        max_seq_len=max(settings.train.seq_len, settings.eval.seq_len),
+    )
+    if m.solve:
+        cfg = solve_model(settings, cfg)
+    return cfg
+
+
+def solve_model(settings: Settings, base: ModelConfig) -> ModelConfig:
+    """Run the budget solver for `pack.budget_bytes`, keeping `base`'s arm, pattern and options."""
+    from golfmodel.model import budget
+
+    plan = budget.solve(base, budget_bytes=settings.pack.budget_bytes)
+    return plan.config if hasattr(plan, "config") else plan
+
+
+def threads_per_process(settings: Settings) -> int:
+    """`train.threads`, or the machine's cores shared evenly between the torchrun processes."""
+    t = settings.train
+    return t.threads or max(1, (os.cpu_count() or 1) // t.nproc)
+
+
+def train_job(
+    settings: Settings,
+    *,
+    vocab_size: int,
+    train_shards: Sequence[str | Path],
+    val_shards: Sequence[str | Path],
+    tokenizer: str | Path,
+    bigram_logprior: str | Path | None,
+    out_dir: str | Path,
+    model: ModelConfig | None = None,
+    progress_bar: bool = True,
+) -> TrainJob:
+    """The trainer's RUN.json: model, batch/budget, optimiser, schedule, QAT and averaging."""
+    from golfmodel.train.config import (
+        AveragingConfig,
+        OptimConfig,
+        QATConfig,
+        ScheduleConfig,
+        TrainConfig,
+        TrainJob,
+    )
+
+    t, q = settings.train, settings.quant
+    f1, f2, f3 = t.phase_fractions
+    return TrainJob(
+        model=model if model is not None else model_config(settings, vocab_size),
+        train=TrainConfig(
+            seed=t.seed,
+            global_batch_tokens=t.global_batch_tokens,
+            seq_len=t.seq_len,
+            micro_batch_seqs=t.micro_batch_seqs,
+            max_steps=t.max_steps,
+            max_wallclock_seconds=t.max_wallclock_seconds,
+            val_every=t.val_every,
+            val_tokens=t.val_tokens,
+            checkpoint_every=t.checkpoint_every,
+            device=t.device,
+            dtype=t.dtype,
+            compile=t.compile,
+            threads=threads_per_process(settings),
+            log_every=t.log_every,
+            progress_bar=progress_bar,
+        ),
+        optim=OptimConfig(
+            muon_lr=t.muon_lr,
+            muon_momentum=t.muon_momentum,
+            adam_lr=t.adam_lr,
+            weight_decay=t.weight_decay,
+            grad_clip=t.grad_clip,
+        ),
+        schedule=ScheduleConfig(warmup_frac=t.warmup_frac, warmdown_frac=t.warmdown_frac, f1=f1, f2=f2, f3=f3),
+        qat=QATConfig(
+            enabled=q.qat,
+            progressive=q.progressive,
+            tau_refresh_steps=q.tau_refresh_steps,
+            ste_masked=q.ste_masked,
+            tau_method=q.tau_method,
+            tau_std_mult=q.tau_std_mult,
+        ),
+        averaging=AveragingConfig(kind=t.averaging, ema_decay=t.ema_decay),
+        train_shards=tuple(str(p) for p in train_shards),
+        val_shards=tuple(str(p) for p in val_shards),
+        tokenizer=str(tokenizer),
+        bigram_logprior=None if bigram_logprior is None else str(bigram_logprior),
+        out_dir=str(out_dir),
+    )
+
+
+def torchrun_command(settings: Settings, job_path: str | Path, python: str = "python") -> list[str]:
+    """The command that trains a job: torchrun for several processes, plain python for one."""
+    n = settings.train.nproc
+    if n == 1:
+        return [python, "-m", "golfmodel.train", "--job", str(job_path)]
+    return [
+        python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+        "-m", "golfmodel.train", "--job", str(job_path),
+    ]  # fmt: skip
+
+
+def eval_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of `golfmodel.eval.score` from the eval settings."""
+    e = settings.eval
+    return {"seq_len": e.seq_len, "stride": e.stride, "rule": e.rule, "batch_size": e.batch_size}

@@ -1,0 +1,368 @@
+"""The content-addressed stage cache: `artifacts/cache/<stage>/<key>/` folders and their records.
+
+Pure logic (no Prefect import), so every caching rule of SPEC §8 is tested without a server.
+
+A stage's key is the sha256 of: the stage name, the stage's own settings subset, the content
+hashes of its upstream records, and the environment fingerprint (a hash of the `golfmodel`,
+`golf.tasks` and `golf.settings` sources plus the installed versions of the packages that
+shape the numbers). Consequences:
+
+- nothing changed → every key is the same → every stage is a cache hit;
+- a changed setting changes that stage's key → it re-runs; its downstream re-runs when its
+  outputs' content changed (their keys hold its content hash; byte-identical outputs are a
+  legitimate hit, like Bazel's early cut-off);
+- a deleted or resized output makes the entry invalid → the stage re-runs.
+
+A stage computes into `.work-<key>/` (kept across failures, so a retried training run finds
+its checkpoint), writes `record.json` last, and renames the folder into place atomically.
+One `fcntl.flock` per key serialises two runs that compute the same key; runs with different
+settings have different keys and never share a folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "record.json"
+FORMAT_VERSION = 1  # bump to invalidate every cached record (a change of this module's rules)
+VERSIONED_PACKAGES = ("torch", "numpy", "sentencepiece", "zstandard", "prefect")
+HASH_CHUNK = 1 << 22
+
+
+class CacheError(RuntimeError):
+    """The cache cannot serve or store a stage (missing upstream, unreadable record, ...)."""
+
+
+# ---------------------------------------------------------------------------
+# Hashing
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """sha256 of a JSON value in canonical form (sorted keys, no spaces; paths as strings)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def source_tree_hash(roots: Sequence[Path]) -> str:
+    """sha256 over every .py file under `roots` (relative path + bytes, sorted)."""
+    h = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            h.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            h.update(path.read_bytes())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
+def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str]:
+    """Installed versions of `names` ("absent" when not installed) plus the Python version."""
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def source_roots() -> list[Path]:
+    """The code whose change must invalidate cached results: golfmodel, golf.tasks, golf.settings."""
+    import golfmodel
+
+    here = Path(__file__).resolve().parent
+    return [Path(golfmodel.__file__).resolve().parent, here, here.parent / "settings"]
+
+
+@functools.lru_cache(maxsize=1)
+def environment_fingerprint() -> str:
+    """Hash of the library sources and installed versions (computed once per process)."""
+    return sha256_json(
+        {
+            "format": FORMAT_VERSION,
+            "code": source_tree_hash(source_roots()),
+            "versions": package_versions(),
+        }
+    )
+
+
+def stage_key(stage: str, config: Mapping[str, Any], upstream: Mapping[str, str], environment: str) -> str:
+    """Cache key of a stage: its name, settings subset, upstream content hashes, environment."""
+    return sha256_json(
+        {"stage": stage, "config": config, "upstream": dict(sorted(upstream.items())), "env": environment}
+    )
+
+
+# ---------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputFile:
+    """One output file of a stage: size, sha256 and mtime (a newer mtime triggers a re-hash)."""
+
+    sha256: str
+    bytes: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> OutputFile:
+        st = path.stat()
+        return cls(sha256=sha256_file(path), bytes=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageRecord:
+    """A stage's small record: its folder, outputs (relative paths), values and metrics.
+
+    `values` are small results that downstream stages consume (they enter the content hash);
+    `metrics` are measurements (bpb, seconds, ...) kept for the report and not hashed, so a
+    re-run that reproduces the same files leaves downstream keys unchanged.
+    """
+
+    stage: str
+    key: str
+    dir: str
+    outputs: dict[str, OutputFile]
+    values: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    seconds: float = 0.0
+    content_hash: str = ""
+
+    def path(self, rel: str) -> Path:
+        """Absolute path of an output (or any file) inside the stage folder."""
+        return Path(self.dir) / rel
+
+    def paths(self, key: str) -> list[Path]:
+        """Absolute paths of a list-valued entry of `values` (e.g. the train shards)."""
+        return [self.path(p) for p in self.values[key]]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["outputs"] = {k: vars(v) for k, v in self.outputs.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StageRecord:
+        d = dict(d)
+        d["outputs"] = {k: OutputFile(**v) for k, v in d.get("outputs", {}).items()}
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def content_hash(outputs: Mapping[str, OutputFile], values: Mapping[str, Any]) -> str:
+    """What downstream keys depend on: the outputs' bytes and the consumed values."""
+    return sha256_json({"outputs": {k: v.sha256 for k, v in sorted(outputs.items())}, "values": values})
+
+
+@dataclass(frozen=True, kw_only=True)
+class StageResult:
+    """What a stage's compute function returns.
+
+    `outputs`: relative paths (files, or folders = every file below) that make up the result;
+    None = every file in the work folder. `prune`: relative paths deleted before the folder
+    is committed (e.g. training checkpoints that only served resumption).
+    """
+
+    values: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    outputs: Sequence[str] | None = None
+    prune: Sequence[str] = ()
+
+
+# ---------------------------------------------------------------------------
+# The cache
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
+    """Exclusive `flock` on `path` (created if needed); yields False if non-blocking and busy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                yield False
+                return
+            raise
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a unique tmp file in the same folder and `os.replace` it into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class StageCache:
+    """`<root>/<stage>/<key>/` folders holding a stage's outputs and `record.json`."""
+
+    def __init__(self, root: str | Path, *, environment: str | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.environment = environment if environment is not None else environment_fingerprint()
+
+    def key(self, stage: str, config: Mapping[str, Any], upstream: Mapping[str, StageRecord]) -> str:
+        return stage_key(stage, config, {s: r.content_hash for s, r in upstream.items()}, self.environment)
+
+    def folder(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def work_folder(self, stage: str, key: str) -> Path:
+        return self.root / stage / f".work-{key}"
+
+    def lock_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f".{key}.lock"
+
+    def load(self, stage: str, key: str, *, verify: bool = False) -> StageRecord | None:
+        """The valid record at `<stage>/<key>`, or None (absent, unreadable or an output missing/changed).
+
+        Validity: `record.json` parses, every listed output exists with its recorded size; a file
+        whose mtime is newer than recorded (or every file, with `verify`) is re-hashed.
+        """
+        folder = self.folder(stage, key)
+        try:
+            raw = json.loads((folder / RECORD_NAME).read_text())
+            record = StageRecord.from_dict(raw)
+        except (OSError, ValueError, TypeError):
+            return None
+        if record.key != key or record.stage != stage:
+            return None
+        for rel, out in record.outputs.items():
+            try:
+                st = (folder / rel).stat()
+            except OSError:
+                return None
+            if st.st_size != out.bytes:
+                return None
+            if (verify or st.st_mtime_ns > out.mtime_ns) and sha256_file(folder / rel) != out.sha256:
+                return None
+        # The folder may have moved (a copied artifacts dir): point the record at where it is now.
+        if record.dir != str(folder):
+            record = StageRecord.from_dict({**raw, "dir": str(folder)})
+        return record
+
+    def lookup(self, stage: str, config: Mapping[str, Any], upstream: Mapping[str, StageRecord]) -> StageRecord | None:
+        """The cached record for these inputs, or None."""
+        return self.load(stage, self.key(stage, config, upstream))
+
+    def run(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        upstream: Mapping[str, StageRecord],
+        compute: Callable[[Path], StageResult],
+        *,
+        resume: bool = False,
+        force: bool = False,
+    ) -> tuple[StageRecord, bool]:
+        """Serve the stage from the cache or compute it; returns (record, was_cached).
+
+        `compute(work_dir)` writes the outputs into `work_dir`. With `resume`, a work folder left
+        by a failed attempt is kept (the trainer resumes from its checkpoint); otherwise it is
+        cleared first. `force` recomputes even when a valid entry exists.
+        """
+        key = self.key(stage, config, upstream)
+        if not force and (hit := self.load(stage, key)) is not None:
+            _touch(self.folder(stage, key) / RECORD_NAME)
+            return hit, True
+        with file_lock(self.lock_path(stage, key)):
+            # Another run may have finished the same key while this one waited for the lock.
+            if not force and (hit := self.load(stage, key)) is not None:
+                _touch(self.folder(stage, key) / RECORD_NAME)
+                return hit, True
+            work = self.work_folder(stage, key)
+            if work.exists() and not resume:
+                shutil.rmtree(work)
+            work.mkdir(parents=True, exist_ok=True)
+            t0 = time.time()
+            result = compute(work)
+            seconds = time.time() - t0
+            for rel in result.prune:
+                target = work / rel
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            outputs = {rel: OutputFile.of(work / rel) for rel in _output_files(work, result.outputs)}
+            final = self.folder(stage, key)
+            record = StageRecord(
+                stage=stage,
+                key=key,
+                dir=str(final),
+                outputs=outputs,
+                values=_jsonable(result.values),
+                metrics=_jsonable(result.metrics),
+                upstream={s: r.content_hash for s, r in upstream.items()},
+                config=_jsonable(dict(config)),
+                created=time.time(),
+                seconds=seconds,
+                content_hash=content_hash(outputs, _jsonable(result.values)),
+            )
+            write_json_atomic(work / RECORD_NAME, record.to_dict())  # last: marks the folder complete
+            if final.exists():  # an invalid entry (an output was deleted): move it aside, then drop it
+                trash = final.with_name(f".trash-{key}-{uuid.uuid4().hex[:8]}")
+                os.rename(final, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.rename(work, final)
+            return record, False
+
+
+def _output_files(work: Path, outputs: Sequence[str] | None) -> list[str]:
+    """Relative paths of the output files (folders expand to the files below them), sorted."""
+    roots = [work] if outputs is None else [work / o for o in outputs]
+    files: set[str] = set()
+    for root in roots:
+        if root.is_dir():
+            files.update(p.relative_to(work).as_posix() for p in root.rglob("*") if p.is_file())
+        elif root.is_file():
+            files.add(root.relative_to(work).as_posix())
+        else:
+            raise CacheError(f"stage output {root.relative_to(work)} was not written in {work}")
+    files.discard(RECORD_NAME)
+    return sorted(files)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so records hold only plain values (paths become strings)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache entry as used now (golf gc measures age from the last use)."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
