@@ -89,7 +89,8 @@ def kind_totals(infos: Sequence[TensorInfo]) -> dict[str, int]:
     return totals
 
 
-def _storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
+def storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
+    """Identity of a tensor's memory (tied parameters and views of one storage share it)."""
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
 
 
@@ -107,7 +108,7 @@ def model_records(
     for name, t in state.items():
         if linear_kind == "q2" and name in q2_taus:
             continue  # stored inside its weight's q2 record
-        key = _storage_key(t) if t.numel() > 0 else None
+        key = storage_key(t) if t.numel() > 0 else None
         if key is not None and key in first:
             records.append(encode_alias(name, first[key], tuple(t.shape)))
             continue
@@ -178,7 +179,8 @@ def pack_model(
     return PackResult(Path(path), info.compressed_bytes, info.raw_bytes, info.sha256, tensor_infos(records))
 
 
-def _build_from_config(config: dict[str, Any]) -> nn.Module:
+def build_from_config(config: dict[str, Any]) -> nn.Module:
+    """The default builder: golfmodel.model.build_model(ModelConfig.from_dict(config))."""
     from golfmodel.model import build_model  # imported here: the model package imports the quantiser
     from golfmodel.model.config import ModelConfig
 
@@ -193,7 +195,7 @@ def load_model(path: str | os.PathLike[str], *, builder: ModelBuilder | None = N
     contents = read_q2bn_contents(path)
     state = state_from_records(contents.records, str(path))
     try:
-        model = (builder or _build_from_config)(contents.header["model"])
+        model = (builder or build_from_config)(contents.header["model"])
     except (TypeError, ValueError) as e:
         raise Q2BNError(f"{path}: cannot build the model its header describes: {e}") from None
     try:

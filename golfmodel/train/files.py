@@ -12,8 +12,13 @@ import torch
 
 
 def _tmp_in(path: Path) -> tuple[int, str]:
+    """A temporary file next to `path`, with the permissions a plain open() would give (mkstemp's are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

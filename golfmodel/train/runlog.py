@@ -38,7 +38,7 @@ class RunLog:
         else:
             print(line, flush=True)
 
-    def event(self, kind: str, **fields: Any) -> None:
+    def event(self, kind: str, /, **fields: Any) -> None:
         """Append an event and print it."""
         if not self.enabled:
             return

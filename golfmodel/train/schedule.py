@@ -7,6 +7,15 @@ below switches on all ranks at the same step.
 
 from __future__ import annotations
 
+# Boundaries are sums of fractions (0.1 + 0.6 = 0.7000000000000001) and p is step/max_steps:
+# compare with a tolerance so a boundary at step k·max_steps is reached at step k exactly.
+EPS = 1e-9
+
+
+def reached(p: float, boundary: float) -> bool:
+    """p >= boundary, up to floating-point noise."""
+    return p >= boundary - EPS
+
 
 def progress(step: int, elapsed: float, *, max_steps: int | None, max_wallclock_seconds: float | None) -> float:
     """Fraction of the budget used; a budget of 0 or None is ignored. Not clamped (>= 1 means stop)."""
@@ -31,9 +40,9 @@ def lr_multiplier(p: float, *, warmup_frac: float, warmdown_frac: float) -> floa
 
 def phase(p: float, *, f1: float, f2: float) -> int:
     """1: full precision (p < f1); 2: progressive QAT (f1 <= p < f1+f2); 3: all quantised."""
-    if p < f1:
+    if not reached(p, f1):
         return 1
-    if p < f1 + f2:
+    if not reached(p, f1 + f2):
         return 2
     return 3
 
@@ -57,7 +66,7 @@ def qat_switch_points(
 
 def qat_due(p: float, switch_points: list[float]) -> list[bool]:
     """Which groups (deepest first, as in `qat_switch_points`) should have QAT on at progress p."""
-    return [p >= s - 1e-12 for s in switch_points]
+    return [reached(p, s) for s in switch_points]
 
 
 def averaging_start(*, f1: float, f2: float, start_frac: float | None) -> float:

@@ -472,7 +472,7 @@ class Trainer:
                 self.log.event("diverged", step=step_idx, last_checkpoint=str(self.last_ckpt) if self.last_ckpt else None)
                 raise TrainingDiverged(msg)
 
-            if self.averager is not None and p >= self.avg_start and self.step % job.averaging.every == 0:
+            if self.averager is not None and sched.reached(p, self.avg_start) and self.step % job.averaging.every == 0:
                 if self.averager.n == 0:
                     self.log.event("averaging_start", step=step_idx, p=round(p, 6), kind=self.averager.kind)
                 self.averager.update(self.model)
