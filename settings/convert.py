@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from golf.settings.schema import Settings
 
 if TYPE_CHECKING:
+    from golfmodel.data.hub import HubConfig
+    from golfmodel.data.tokenise import TokeniseConfig
     from golfmodel.model.config import ModelConfig
     from golfmodel.train.config import TrainJob
 
 
-def model_config(settings: Settings, vocab_size: int) -> ModelConfig:
-    """The model shape; with `model.solve`, width and depth come from the budget solver."""
+def model_config(settings: Settings, vocab_size: int, *, code_bytes: int = 0) -> ModelConfig:
+    """The model shape; with `model.solve`, the width comes from the budget solver (code_bytes: shipped code)."""
     from golfmodel.model.config import ModelConfig
 
     m = settings.model
@@ -42,16 +44,31 @@ def model_config(settings: Settings, vocab_size: int) -> ModelConfig:
         max_seq_len=max(settings.train.seq_len, settings.eval.seq_len),
     )
     if m.solve:
-        cfg = solve_model(settings, cfg)
+        cfg = solve_model(settings, cfg, code_bytes=code_bytes)
     return cfg
 
 
-def solve_model(settings: Settings, base: ModelConfig) -> ModelConfig:
-    """Run the budget solver for `pack.budget_bytes`, keeping `base`'s arm, pattern and options."""
+def solve_model(settings: Settings, base: ModelConfig, *, code_bytes: int = 0) -> ModelConfig:
+    """Width (and heads) from the budget solver for `pack.budget_bytes` at `model.depth` groups/layers.
+
+    The arm, pattern, MLP ratio, bigram prior and the non-shape options are kept from `base`.
+    """
+    import dataclasses
+
     from golfmodel.model import budget
 
-    plan = budget.solve(base, budget_bytes=settings.pack.budget_bytes)
-    return plan.config if hasattr(plan, "config") else plan
+    plan = budget.solve(
+        base.arm,
+        base.vocab_size,
+        settings.pack.budget_bytes,
+        groups=base.depth,
+        pattern=base.pattern,
+        bigram_prior=base.bigram_prior,
+        code_bytes=code_bytes,
+        mlp_mult=base.mlp_mult,
+    )
+    keep = ("rope_base", "logit_softcap", "cfc_chunk", "max_seq_len")
+    return dataclasses.replace(plan.config, **{k: getattr(base, k) for k in keep})
 
 
 def threads_per_process(settings: Settings) -> int:
@@ -129,17 +146,53 @@ def train_job(
 
 
 def torchrun_command(settings: Settings, job_path: str | Path, python: str = "python") -> list[str]:
-    """The command that trains a job: torchrun for several processes, plain python for one."""
+    """The command that trains a job: `torchrun --standalone` for several processes, plain python for one.
+
+    torchrun is the script beside `python` when there is one (the same environment), else
+    `python -m torch.distributed.run` (what the torchrun script runs).
+    """
     n = settings.train.nproc
     if n == 1:
         return [python, "-m", "golfmodel.train", "--job", str(job_path)]
-    return [
-        python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-        "-m", "golfmodel.train", "--job", str(job_path),
-    ]  # fmt: skip
+    script = Path(python).parent / "torchrun"
+    launcher = [str(script)] if Path(python).is_absolute() and script.exists() else [python, "-m", "torch.distributed.run"]
+    return [*launcher, "--standalone", f"--nproc_per_node={n}", "-m", "golfmodel.train", "--job", str(job_path)]
 
 
 def eval_kwargs(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of `golfmodel.eval.score` from the eval settings."""
     e = settings.eval
     return {"seq_len": e.seq_len, "stride": e.stride, "rule": e.rule, "batch_size": e.batch_size}
+
+
+def hub_config(settings: Settings, *, progress: bool = True) -> HubConfig:
+    """Where the download stage fetches from (hub or mirror) and how much; docs only when tokenising them."""
+    from golfmodel.data.hub import HubConfig
+
+    d, t = settings.data, settings.tokeniser
+    return HubConfig(
+        repo_id=d.repo_id,
+        revision=d.revision,
+        variant=d.variant,
+        train_shards=d.train_shards,
+        val_shards=d.val_shards,
+        mirror=d.mirror,
+        endpoint=d.endpoint,
+        include_docs=t.source == "docs" and t.docs is None,
+        max_attempts=d.retries + 1,
+        progress=progress,
+    )
+
+
+def tokenise_config(settings: Settings, tokenizer_path: str | Path | None) -> TokeniseConfig:
+    """How the tokenise stage turns documents into shards (`tokenizer_path` None: train one, or byte260)."""
+    from golfmodel.data.tokenise import TokeniseConfig
+
+    t = settings.tokeniser
+    return TokeniseConfig(
+        variant=t.variant,
+        tokenizer_path=None if t.variant == "byte260" else (Path(tokenizer_path) if tokenizer_path else None),
+        num_val_docs=t.num_val_docs,
+        shard_tokens=t.shard_tokens,
+        workers=t.workers or None,
+    )

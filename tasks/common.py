@@ -90,17 +90,21 @@ def cached_stage(
     *,
     resume: bool = False,
     force: bool = False,
-    errors: tuple[type[BaseException], ...] = (),
+    reraise: Callable[[BaseException], bool] | None = None,
 ) -> StageRecord | State[Any]:
-    """Serve `stage` from the cache (a Cached state) or compute it (its record); Failed on a stage error."""
+    """Serve `stage` from the cache (a Cached state) or compute it (its record); Failed on a stage error.
+
+    `reraise(exc)` True lets an error propagate (e.g. a network fault, for the task's retry policy).
+    """
     log = logger()
     try:
         record, hit = cache_for(settings).run(
             stage, stage_config(stage, settings), upstream, compute, resume=resume, force=force
         )
-    except errors:
-        raise  # e.g. network faults: the task's retry policy sees them
     except stage_errors() as e:
+        if reraise is not None and reraise(e):
+            log.warning("%s: %s (will retry)", stage, str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise
         return failed(stage, e)
     if hit:
         log.info("%s: cached (%s)", stage, record.dir)

@@ -53,15 +53,8 @@ def stage_config(stage: str, settings: Settings) -> dict[str, Any]:
             cfg["budget_bytes"] = settings.pack.budget_bytes
         return cfg
     if stage == "recalibrate":
-        quant = settings.quant
-        return {
-            "recalibrate": quant.recalibrate,
-            "calib_batches": quant.calib_batches,
-            "tau_method": quant.tau_method,
-            "tau_std_mult": quant.tau_std_mult,
-            "eval": _section(settings, "eval"),
-            "seed": settings.train.seed,
-        }
+        q = settings.quant
+        return {"recalibrate": q.recalibrate, "calib_batches": q.calib_batches, "tau_method": q.tau_method}
     if stage == "pack":
         return {"linear_kind": settings.pack.linear_kind}
     if stage == "size_check":

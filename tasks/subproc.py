@@ -121,5 +121,11 @@ def run_streaming(
         if proc.stdout is not None:
             proc.stdout.close()
     if proc.returncode != 0:
+        # the headline: the command's own last "error..." line, when it printed one
+        said = next((ln.strip() for ln in reversed(tail) if ln.strip().lower().startswith("error")), "")
+        name = Path(cmd[0]).name if len(cmd) < 3 else f"{Path(cmd[0]).name} {cmd[1]} {cmd[2]}"
         last = "\n".join(tail[-tail_lines:])
-        raise SubprocessFailed(f"{' '.join(cmd[:4])} ... exited with code {proc.returncode}:\n{last}", proc.returncode)
+        raise SubprocessFailed(
+            f"{name} exited with code {proc.returncode}" + (f": {said}" if said else "") + f"\n{last}",
+            proc.returncode,
+        )

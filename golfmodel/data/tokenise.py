@@ -511,14 +511,17 @@ def train_sentencepiece(
 
     model = io.BytesIO()
     sentences = (t.replace("\x00", " ").strip() for t in texts)  # as the official trainer feeds it
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=(s for s in sentences if s),
-        model_writer=model,
-        vocab_size=vocab_size,
-        num_threads=max(1, num_threads),
-        minloglevel=2,
-        **{**SP_RECIPE, **overrides},
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=(s for s in sentences if s),
+            model_writer=model,
+            vocab_size=vocab_size,
+            num_threads=max(1, num_threads),
+            minloglevel=2,
+            **{**SP_RECIPE, **overrides},
+        )
+    except RuntimeError as exc:  # e.g. a vocab smaller than the required characters + 256 byte pieces
+        raise ValueError(f"sentencepiece training failed (vocab_size={vocab_size}): {exc}") from exc
     atomic_write(model_path, lambda f: f.write(model.getvalue()))
     return Path(model_path)
 

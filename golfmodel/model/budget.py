@@ -4,8 +4,8 @@
     plan = solve("gpt-int8", 1024, 16_000_000, groups=9)
 
 Search (SPEC §6): for each depth (Geode groups for q2-geode, layers for gpt-int8; fixed when
-`groups` is given, else 1..`max_depth`) a binary search over width (multiples of 16, ≥ 32) on
-an analytic estimate — the exact payload of every stored tensor (`param_report`, from a model
+`groups` is given, else 1..`max_depth`) a binary search over width (multiples of 16 from 32 that
+`head_shape` splits into an even number of heads with head_dim % 8 == 0) on an analytic estimate — the exact payload of every stored tensor (`param_report`, from a model
 built on the meta device) plus record headers, times a compression ratio — brackets the widest
 model that fits. The best candidates are then CONFIRMED with the real packer (Q2BN + zstd-22
 for q2-geode, the baseline's int8 + zlib-9 for gpt-int8) on a randomly initialised model; the
@@ -16,7 +16,10 @@ code, SPEC §5).
 Why `max_depth`: in both arms bytes grow as depth·d² while the per-parameter cost of the int8
 embedding (V·d) shrinks with d, so "most parameters" alone always prefers deeper and narrower
 models. The depth range is capped at the spec's full-scale shapes (4 Geode groups, the
-baseline's 9 layers); within it the most parameters win (ties: the wider model).
+baseline's 9 layers); within it the most parameters win, except that a deeper candidate within
+2% of the most parameters is preferred (width steps of 16 make the per-depth maxima jump by a
+few percent, and at equal size depth is worth more than a percent of parameters; with this rule
+the sp1024 16 MB plans are 4 groups for q2-geode and the baseline's 9 x 512 for gpt-int8).
 
 Random weights stand in for trained ones: Gaussian rows give the 2-bit symbols their typical
 skew (p ≈ 0.16/0.34/0.34/0.16, ~1.9 bits of entropy) and the int8 rows a Gaussian spread, so
@@ -41,13 +44,15 @@ from golfmodel.model.config import ARMS, ModelConfig, head_shape
 
 WIDTH_STEP = 16
 MIN_WIDTH = 32  # 2 heads of 16
+MAX_WIDTH = 8192
 DEFAULT_MAX_DEPTH = {"q2-geode": 4, "gpt-int8": 9}
 DEFAULT_MLP_MULT = {"q2-geode": 8 / 3, "gpt-int8": 2.0}
 # Compressed / raw payload before any measurement (zstd on near-uniform 2-bit symbols gains
 # ~4%; zlib on int8 Gaussian rows ~10%). Only the starting point: confirmation measures it.
 PRIOR_RATIO = {"q2-geode": 0.97, "gpt-int8": 0.92}
 CONTAINER_BYTES = {"q2-geode": 2048, "gpt-int8": 4096}  # header JSON / pickle framing (estimate)
-MAX_CONFIRMS = 12
+MAX_CONFIRMS = 24  # packs per solve(); a 16 MB pack takes ~5-15 s on CPU
+DEPTH_TOLERANCE = 0.02  # a deeper model within 2% of the most parameters is preferred
 
 Packer = Callable[[nn.Module, Path], int]
 
@@ -164,19 +169,24 @@ def random_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
     return model
 
 
-_PROBE_META = {"tokenizer": "budget-probe", "settings_hash": "0" * 64}  # a header as large as a real one
+def _probe_meta(model: nn.Module) -> dict[str, Any]:
+    """A header about as large as a real run's (tokenizer id, vocab, a sha256-sized settings hash)."""
+    return {
+        "tokenizer": {"id": "budget-probe", "vocab_size": model.config.vocab_size},
+        "settings_hash": "0" * 64,
+    }
 
 
 def _pack_q2bn(model: nn.Module, path: Path) -> int:
     from golfmodel.q2bn.artifact import pack_model
 
-    return pack_model(model, path, meta=dict(_PROBE_META), linear_kind="q2").compressed_bytes
+    return pack_model(model, path, meta=_probe_meta(model), linear_kind="q2").compressed_bytes
 
 
 def _pack_int8zlib(model: nn.Module, path: Path) -> int:
     from golfmodel.q2bn.int8zlib import pack_int8zlib
 
-    return pack_int8zlib(model, path, meta=dict(_PROBE_META)).compressed_bytes
+    return pack_int8zlib(model, path, meta=_probe_meta(model)).compressed_bytes
 
 
 DEFAULT_PACKERS: dict[str, Packer] = {"q2-geode": _pack_q2bn, "gpt-int8": _pack_int8zlib}
@@ -190,6 +200,134 @@ def measure(cfg: ModelConfig, packer: Packer | None = None, seed: int = 0) -> in
         return int(pack(model, Path(tmp) / "probe.bin"))
 
 
+Point = tuple[int, int, int]  # (depth, d_model, mlp hidden)
+
+
+class _Search:
+    """Estimates and real packs of (depth, width, MLP hidden) points of one solve() call, cached."""
+
+    def __init__(
+        self,
+        arm: str,
+        vocab: int,
+        target: int,
+        *,
+        pattern: str,
+        head_dim: int,
+        bigram_prior: bool,
+        mlp_mult: float | None,
+        mlp_fill: bool,
+        packer: Packer | None,
+    ) -> None:
+        self.arm, self.vocab, self.target = arm, vocab, target
+        self.pattern, self.head_dim, self.bigram_prior = pattern, head_dim, bigram_prior
+        self.mult = DEFAULT_MLP_MULT[arm] if mlp_mult is None else mlp_mult
+        self.mlp_fill = mlp_fill
+        self.packer = packer
+        self.widths = valid_widths(head_dim)
+        self._est: dict[Point, _Estimate] = {}
+        self.measured: dict[Point, int] = {}
+
+    def base_hidden(self, d: int) -> int:
+        return make_config(self.arm, self.vocab, d, 1, pattern=self.pattern, mlp_mult=self.mult).mlp_hidden
+
+    def config(self, p: Point) -> ModelConfig:
+        depth, d, h = p
+        cfg = make_config(
+            self.arm,
+            self.vocab,
+            d,
+            depth,
+            pattern=self.pattern,
+            head_dim=self.head_dim,
+            bigram_prior=self.bigram_prior,
+            mlp_mult=h / d,
+        )
+        assert cfg.mlp_hidden == h, (cfg.mlp_hidden, h)
+        return cfg
+
+    def est(self, p: Point) -> _Estimate:
+        if p not in self._est:
+            self._est[p] = estimate(self.config(p))
+        return self._est[p]
+
+    def fits_est(self, p: Point, ratio: float) -> bool:
+        return self.est(p).raw_bytes * ratio <= self.target
+
+    def real(self, p: Point) -> int:
+        if p not in self.measured:
+            if len(self.measured) >= MAX_CONFIRMS:
+                raise RuntimeError(f"solve: no settled fit after {MAX_CONFIRMS} packs (estimate far off?)")
+            self.measured[p] = measure(self.config(p), self.packer)
+        return self.measured[p]
+
+    def ratio_at(self, p: Point) -> float:
+        return self.real(p) / self.est(p).raw_bytes
+
+    def widest(self, depth: int, ratio: float) -> int | None:
+        """Index in `widths` of the widest base-MLP model whose estimate fits (None: none fits)."""
+        w = self.widths
+        if not self.fits_est((depth, w[0], self.base_hidden(w[0])), ratio):
+            return None
+        lo, hi = 0, len(w)  # invariant: w[lo] fits, w[hi] (if any) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (
+                (mid, hi) if self.fits_est((depth, w[mid], self.base_hidden(w[mid])), ratio) else (lo, mid)
+            )
+        return lo
+
+    def top_up(self, depth: int, d: int, ratio: float) -> int:
+        """Largest MLP hidden (base + 16k) at (depth, d) whose estimate fits; the base one without mlp_fill."""
+        h = self.base_hidden(d)
+        if not self.mlp_fill:
+            return h
+        step = self.est((depth, d, h + WIDTH_STEP)).raw_bytes - self.est((depth, d, h)).raw_bytes
+        room = self.target / ratio - self.est((depth, d, h)).raw_bytes
+        h += WIDTH_STEP * max(0, int(room // max(step, 1)))
+        while h > self.base_hidden(d) and not self.fits_est((depth, d, h), ratio):
+            h -= WIDTH_STEP
+        while self.fits_est((depth, d, h + WIDTH_STEP), ratio):
+            h += WIDTH_STEP
+        return h
+
+    def predict(self, depth: int, ratio: float) -> Point | None:
+        i = self.widest(depth, ratio)
+        if i is None:
+            return None
+        d = self.widths[i]
+        return (depth, d, self.top_up(depth, d, ratio))
+
+    def confirm(self, depth: int, ratio: float) -> Point | None:
+        """The largest point at `depth` whose real artifact fits, starting from the prediction at `ratio`."""
+        i = self.widest(depth, ratio)
+        while i is not None and i >= 0:
+            d = self.widths[i]
+            if not self.mlp_fill:  # walk the width: down until it fits, up while the next one fits
+                base = self.base_hidden
+                while i >= 0 and self.real((depth, self.widths[i], base(self.widths[i]))) > self.target:
+                    i -= 1
+                if i < 0:
+                    return None
+                while i + 1 < len(self.widths):
+                    nxt = (depth, self.widths[i + 1], base(self.widths[i + 1]))
+                    if self.real(nxt) > self.target:
+                        break
+                    i += 1
+                return (depth, self.widths[i], base(self.widths[i]))
+            p = (depth, d, self.top_up(depth, d, ratio))
+            while self.real(p) > self.target and p[2] > self.base_hidden(d):
+                p = (depth, d, p[2] - WIDTH_STEP)  # walk the MLP down, not below its base width
+            if self.real(p) > self.target:
+                ratio = self.ratio_at(p)
+                i -= 1  # even the base MLP is too big at this width: next narrower width
+                continue
+            while self.real((depth, d, p[2] + WIDTH_STEP)) <= self.target:
+                p = (depth, d, p[2] + WIDTH_STEP)
+            return p
+        return None
+
+
 def solve(
     arm: str,
     vocab: int,
@@ -201,6 +339,7 @@ def solve(
     bigram_prior: bool = False,
     code_bytes: int = 0,
     mlp_mult: float | None = None,
+    mlp_fill: bool = True,
     max_depth: int | None = None,
     confirm: bool = True,
     packer: Packer | None = None,
@@ -208,114 +347,96 @@ def solve(
     """Largest model of `arm` (by params) whose artifact + `code_bytes` fits `budget_bytes`.
 
     groups: fixed depth (Geode groups for q2-geode, layers for gpt-int8); None searches
-    1..max_depth (default 4 groups / 9 layers). confirm=False skips the real packer and reports
-    the estimate. Raises ValueError when not even the smallest model (width 32, depth 1) fits.
+    1..max_depth (default 4 groups / 9 layers). mlp_mult: base MLP ratio (arm default 8/3 SwiGLU,
+    2 relu²); mlp_fill widens the MLP hidden layer in steps of 16 into the bytes the width step
+    leaves over. confirm=False skips the real packer and reports the estimate. Raises ValueError
+    when not even the smallest model (width 32, depth 1) fits.
     """
     if arm not in ARMS:
         raise ValueError(f"arm: must be one of {ARMS}, got {arm!r}")
     if budget_bytes <= 0 or code_bytes < 0:
         raise ValueError(f"budget_bytes: must be > 0 (and code_bytes >= 0), got {budget_bytes}, {code_bytes}")
-    target = budget_bytes - code_bytes
-    if groups is not None:
-        if groups < 1:
-            raise ValueError(f"groups: must be >= 1, got {groups}")
-        depths = [groups]
-    else:
-        depths = list(range(1, (max_depth or DEFAULT_MAX_DEPTH[arm]) + 1))
+    if groups is not None and groups < 1:
+        raise ValueError(f"groups: must be >= 1, got {groups}")
+    depths = [groups] if groups is not None else list(range(1, (max_depth or DEFAULT_MAX_DEPTH[arm]) + 1))
+    search = _Search(
+        arm,
+        vocab,
+        budget_bytes - code_bytes,
+        pattern=pattern,
+        head_dim=head_dim,
+        bigram_prior=bigram_prior,
+        mlp_mult=mlp_mult,
+        mlp_fill=mlp_fill,
+        packer=packer,
+    )
+    prior = PRIOR_RATIO[arm]
 
-    cache: dict[tuple[int, int], _Estimate] = {}
-
-    def cfg_at(depth: int, d: int) -> ModelConfig:
-        return make_config(
-            arm,
-            vocab,
-            d,
-            depth,
-            pattern=pattern,
-            head_dim=head_dim,
-            bigram_prior=bigram_prior,
-            mlp_mult=mlp_mult,
-        )
-
-    def est(depth: int, d: int) -> _Estimate:
-        if (depth, d) not in cache:
-            cache[(depth, d)] = estimate(cfg_at(depth, d))
-        return cache[(depth, d)]
-
-    def widest(depth: int, ratio: float) -> int | None:
-        """Largest width whose estimated compressed size fits (None if width 32 does not)."""
-        if est(depth, MIN_WIDTH).raw_bytes * ratio > target:
-            return None
-        lo, hi = MIN_WIDTH, MIN_WIDTH * 2
-        while est(depth, hi).raw_bytes * ratio <= target:
-            lo, hi = hi, hi * 2
-        while hi - lo > WIDTH_STEP:  # invariant: lo fits, hi does not
-            mid = (lo + hi) // 2 // WIDTH_STEP * WIDTH_STEP
-            lo, hi = (mid, hi) if est(depth, mid).raw_bytes * ratio <= target else (lo, mid)
-        return lo
-
-    ratio = PRIOR_RATIO[arm]
-
-    def ranked(r: float) -> list[tuple[int, int, int]]:
-        cands = []
+    def ranked(ratio: float) -> list[tuple[int, Point]]:
+        """(params, point) of each depth's predicted best fit."""
+        out = []
         for depth in depths:
-            d = widest(depth, r)
-            if d is not None:
-                cands.append((est(depth, d).params, d, depth))
-        return sorted(cands, reverse=True)  # most params first, then wider
+            p = search.predict(depth, ratio)
+            if p is not None:
+                out.append((search.est(p).params, p))
+        return out
 
-    candidates = ranked(ratio)
+    candidates = ranked(prior)
     if not candidates:
         raise ValueError(
             f"budget_bytes: {budget_bytes} (code {code_bytes}) cannot hold even a width-{MIN_WIDTH} "
             f"{arm} model at vocab {vocab}"
         )
     if not confirm:
-        params, d, depth = candidates[0]
-        e = est(depth, d)
-        size = round(e.raw_bytes * ratio)
-        return _plan(cfg_at(depth, d), e, size, size, code_bytes, budget_bytes, confirmed=False)
+        _, p = _choose(candidates)
+        e = search.est(p)
+        size = round(e.raw_bytes * prior)
+        return _plan(search.config(p), e, size, size, code_bytes, budget_bytes, confirmed=False)
 
-    measured: dict[tuple[int, int], int] = {}
-
-    def real(depth: int, d: int) -> int:
-        if (depth, d) not in measured:
-            if len(measured) >= MAX_CONFIRMS:
-                raise RuntimeError(f"solve: no confirmed fit after {MAX_CONFIRMS} packs (estimate far off?)")
-            measured[(depth, d)] = measure(cfg_at(depth, d), packer)
-        return measured[(depth, d)]
-
-    def confirm_depth(depth: int, d: int) -> int | None:
-        """Widest width at `depth` whose real artifact fits, starting the walk at `d`."""
-        while d >= MIN_WIDTH and real(depth, d) > target:
-            d -= WIDTH_STEP
-        if d < MIN_WIDTH:
-            return None
-        while real(depth, d + WIDTH_STEP) <= target:
-            d += WIDTH_STEP
-        return d
-
-    best: tuple[int, int, int] | None = None  # (params, d, depth)
+    fits: list[tuple[int, Point]] = []  # confirmed (params, point), one per depth
     done: set[int] = set()
-    while True:  # confirm the most promising unconfirmed depth until none could beat the best
-        todo = [c for c in ranked(ratio) if c[2] not in done and (best is None or c[0] > best[0])]
+    ratio = prior
+
+    def could_win(c: tuple[int, Point]) -> bool:
+        return not fits or _choose([*fits, c]) == c
+
+    while True:  # confirm the predicted choice, then any depth that could still displace it
+        todo = [c for c in ranked(ratio) if c[1][0] not in done and could_win(c)]
         if not todo:
             break
-        _, d0, depth = todo[0]
+        depth = _choose(todo)[1][0]
         done.add(depth)
-        d = confirm_depth(depth, d0)
-        if d is None:
+        p = search.confirm(depth, ratio)
+        if p is None:
             continue
-        ratio = measured[(depth, d)] / est(depth, d).raw_bytes  # re-aim the other depths
-        cand = (est(depth, d).params, d, depth)
-        best = cand if best is None or cand > best else best
-    if best is None:
+        ratio = search.ratio_at(p)  # re-aim the other depths with the measured compression
+        fits.append((search.est(p).params, p))
+    if not fits:
         raise ValueError(f"budget_bytes: {budget_bytes} (code {code_bytes}) fits no confirmed {arm} model")
-    _, d, depth = best
-    e = est(depth, d)
-    size = measured[(depth, d)]
+    _, p = _choose(fits)
+    e = search.est(p)
     return _plan(
-        cfg_at(depth, d), e, size, round(e.raw_bytes * PRIOR_RATIO[arm]), code_bytes, budget_bytes, True
+        search.config(p), e, search.real(p), round(e.raw_bytes * prior), code_bytes, budget_bytes, True
+    )
+
+
+def valid_widths(head_dim: int = 64, limit: int = MAX_WIDTH) -> list[int]:
+    """Multiples of 16 from MIN_WIDTH to `limit` that `head_shape` can split into heads."""
+    out = []
+    for d in range(MIN_WIDTH, limit + 1, WIDTH_STEP):
+        try:
+            head_shape(d, head_dim)
+        except ValueError:
+            continue
+        out.append(d)
+    return out
+
+
+def _choose(cands: list[tuple[int, Point]]) -> tuple[int, Point]:
+    """The deepest (params, point) within DEPTH_TOLERANCE of the most params (then most params, wider)."""
+    most = max(c[0] for c in cands)
+    return max(
+        (c for c in cands if c[0] >= (1 - DEPTH_TOLERANCE) * most), key=lambda c: (c[1][0], c[0], c[1][1])
     )
 
 

@@ -9,6 +9,7 @@ by that arm.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -30,7 +31,7 @@ class ModelConfig:
     pattern: str = "GCCC"
     n_heads: int
     n_kv_heads: int
-    mlp_mult: float  # SwiGLU hidden = mult*d rounded to 16 (q2-geode); relu² hidden = int(mult*d)
+    mlp_mult: float  # SwiGLU hidden = mult*d rounded to 16 (q2-geode); relu² hidden = round(mult*d)
     rope_base: float = 10000.0
     logit_softcap: float = 30.0
     bigram_prior: bool = False
@@ -74,10 +75,10 @@ class ModelConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        """Hidden width of the MLP: SwiGLU rounds mult*d to a multiple of 16, relu² takes int(mult*d)."""
+        """Hidden width of the MLP: SwiGLU rounds mult*d to a multiple of 16, relu² to an integer."""
         if self.arm == "q2-geode":
             return 16 * round(self.mlp_mult * self.d_model / 16)
-        return int(self.mlp_mult * self.d_model)
+        return round(self.mlp_mult * self.d_model)
 
     @property
     def n_blocks(self) -> int:
@@ -97,19 +98,26 @@ class ModelConfig:
 
 
 def head_shape(d_model: int, head_dim: int = 64) -> tuple[int, int]:
-    """Head counts for a width: n_heads ≈ d/head_dim (≥ 2) dividing d with an even head_dim; n_kv ≤ n_heads/2.
+    """Head counts for a width: (n_heads, n_heads/2) with d_model = n_heads·hd, n_heads even, hd % 8 == 0.
 
-    Two query heads at least, so GQA with n_kv < n_heads is possible at every width (a tiny
-    budget gets 2 heads / 1 KV head rather than an MHA exception). n_kv is the largest divisor
-    of n_heads that is at most n_heads/2 (n_heads/2 when n_heads is even).
+    hd within [head_dim/2, 2·head_dim] (narrow models: two heads of d/2) and closest to
+    `head_dim`. GPU attention kernels want hd % 8 == 0, so a width such as 592 = 8 x 74 is refused
+    rather than run on the slow path; even head counts keep the baseline's 2:1 query:KV ratio
+    (8 heads / 4 KV at d 512) instead of falling to one KV head for a prime head count.
+    ValueError if no split exists (the budget solver then skips that width).
     """
-    if d_model < 4 or d_model % 4 != 0:
-        raise ValueError(f"d_model: must be a positive multiple of 4, got {d_model}")
-    n_heads = max(2, round(d_model / head_dim))
-    while n_heads > 2 and (d_model % n_heads != 0 or (d_model // n_heads) % 2 != 0):
-        n_heads -= 1
-    n_kv = max(k for k in range(1, n_heads // 2 + 1) if n_heads % k == 0)
-    return n_heads, n_kv
+    if d_model < 16 or d_model % 8 != 0:
+        raise ValueError(f"d_model: must be a multiple of 8 and >= 16, got {d_model}")
+    lo, hi = min(head_dim // 2, d_model // 2), 2 * head_dim
+    good = [n for n in range(2, d_model // 8 + 1, 2) if d_model % n == 0 and (d_model // n) % 8 == 0]
+    good = [n for n in good if lo <= d_model // n <= hi]
+    if not good:
+        raise ValueError(
+            f"d_model: {d_model} has no split into an even number of heads with head_dim a multiple of 8 "
+            f"in [{lo}, {hi}]"
+        )
+    n_heads = min(good, key=lambda n: (abs(math.log(d_model / n / head_dim)), n))
+    return n_heads, n_heads // 2
 
 
 def naive_baseline(vocab: int = 1024) -> ModelConfig:
@@ -119,7 +127,7 @@ def naive_baseline(vocab: int = 1024) -> ModelConfig:
     )
 
 
-def geode(vocab: int = 1024, *, d_model: int = 608, groups: int = 4, pattern: str = "GCCC") -> ModelConfig:
+def geode(vocab: int = 1024, *, d_model: int = 576, groups: int = 4, pattern: str = "GCCC") -> ModelConfig:
     """A q2-geode shape: `groups` x `pattern`, heads by `head_shape`, SwiGLU x8/3.
 
     The defaults are the 16,000,000-byte sp1024 plan of `golfmodel.model.budget.solve`

@@ -35,16 +35,16 @@ from golfmodel.q2bn.format import (
     Q2BNError,
     TensorRecord,
     decode_all,
-    decode_q2,
     encode_alias,
     encode_fp16,
     encode_fp32,
     encode_int8,
     encode_q2,
+    q2_tau,
     read_q2bn_contents,
     write_q2bn,
 )
-from golfmodel.quant.q2linear import Q2Linear, q2_linears
+from golfmodel.quant.q2linear import Q2Linear, no_tau_init, q2_linears
 
 LINEAR_KINDS = ("q2", "fp32")
 INT8_BUFFERS = ("bigram_logprior",)  # 2-D buffers stored as int8 rows (SPEC §5: the log-prior counts)
@@ -91,7 +91,13 @@ def kind_totals(infos: Sequence[TensorInfo]) -> dict[str, int]:
 
 def storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
     """Identity of a tensor's memory (tied parameters and views of one storage share it)."""
-    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
+    return (
+        t.untyped_storage().data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        tuple(t.stride()),
+        str(t.dtype),
+    )
 
 
 def model_records(
@@ -144,8 +150,7 @@ def state_from_records(records: Sequence[TensorRecord], source: str = "<records>
         if rec.kind == Kind.Q2_ROWS:
             if not rec.name.endswith(".weight") and rec.name != "weight":
                 raise Q2BNError(f"{source}: q2 record {rec.name!r} is not a '.weight'")
-            _, tau = decode_q2(rec)
-            out[rec.name[: -len("weight")] + "tau"] = tau.float()
+            out[rec.name[: -len("weight")] + "tau"] = q2_tau(rec).float()
     return out
 
 
@@ -187,7 +192,9 @@ def build_from_config(config: dict[str, Any]) -> nn.Module:
     return build_model(ModelConfig.from_dict(config))
 
 
-def load_model(path: str | os.PathLike[str], *, builder: ModelBuilder | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(
+    path: str | os.PathLike[str], *, builder: ModelBuilder | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the artifact's header and load the stored weights; QAT off, eval mode.
 
     builder: config dict → model (default: golfmodel.model.build_model(ModelConfig.from_dict(...))).
@@ -195,7 +202,8 @@ def load_model(path: str | os.PathLike[str], *, builder: ModelBuilder | None = N
     contents = read_q2bn_contents(path)
     state = state_from_records(contents.records, str(path))
     try:
-        model = (builder or build_from_config)(contents.header["model"])
+        with no_tau_init():  # τ comes from the artifact
+            model = (builder or build_from_config)(contents.header["model"])
     except (TypeError, ValueError) as e:
         raise Q2BNError(f"{path}: cannot build the model its header describes: {e}") from None
     try:
@@ -206,4 +214,3 @@ def load_model(path: str | os.PathLike[str], *, builder: ModelBuilder | None = N
         layer.set_qat(False)
     model.eval()
     return model, contents.header
-

@@ -43,7 +43,9 @@ def _kind_table(infos: Sequence[TensorInfo], raw_bytes: int) -> list[str]:
         counts[i.kind] = counts.get(i.kind, 0) + 1
     lines = [f"{'kind':<9}  {'tensors':>7}  {'payload bytes':>13}  {'% of raw':>8}"]
     for kind, total in kind_totals(infos).items():
-        lines.append(f"{kind:<9}  {counts[kind]:>7}  {total:>13,}  {100.0 * total / max(raw_bytes, 1):>7.2f}%")
+        lines.append(
+            f"{kind:<9}  {counts[kind]:>7}  {total:>13,}  {100.0 * total / max(raw_bytes, 1):>7.2f}%"
+        )
     return lines
 
 
@@ -61,7 +63,9 @@ def describe(path: Path) -> str:
         header, obj, raw = read_int8zlib(path)
         fmt, infos = "int8 + zlib (challenge baseline export)", list(int8zlib_infos(obj))
     else:
-        raise Q2BNError(f"{path}: neither a Q2BN artifact (zstd frame) nor an int8+zlib file (first bytes {head.hex()})")
+        raise Q2BNError(
+            f"{path}: neither a Q2BN artifact (zstd frame) nor an int8+zlib file (first bytes {head.hex()})"
+        )
     payload = sum(i.payload_bytes for i in infos)
     lines = [
         f"file: {path}",

@@ -33,7 +33,14 @@ import zstandard
 from torch import Tensor
 
 from golfmodel.quant.int8 import dequantize_rows, quantize_rows
-from golfmodel.quant.q2 import dequant, pack_rows, packed_row_bytes, padding_is_zero, symbols, unpack_rows
+from golfmodel.quant.q2 import (
+    dequant_packed,
+    pack_rows,
+    packed_row_bytes,
+    padding_is_zero,
+    symbols,
+    unpack_rows,
+)
 
 MAGIC = b"Q2BN"
 VERSION = 1
@@ -97,7 +104,9 @@ class TensorRecord:
             raise ValueError(f"{self.name}: shape {self.shape} outside ndim <= {MAX_NDIM}, dims < 2^32")
         want = expected_payload_bytes(self.kind, self.shape)
         if len(self.payload) != want:
-            raise ValueError(f"{self.name}: {self.kind.name} payload is {len(self.payload)} bytes, expected {want}")
+            raise ValueError(
+                f"{self.name}: {self.kind.name} payload is {len(self.payload)} bytes, expected {want}"
+            )
 
     @property
     def stored_bytes(self) -> int:
@@ -185,6 +194,11 @@ def decode_q2(rec: TensorRecord) -> tuple[Tensor, Tensor]:
     return unpack_rows(packed, n), tau
 
 
+def q2_tau(rec: TensorRecord) -> Tensor:
+    """τ (out,) fp16 of a kind-0 record, without unpacking its symbols."""
+    return _frombuf(rec.payload, "<f2", 0, rec.shape[0])
+
+
 def decode_int8(rec: TensorRecord) -> tuple[Tensor, Tensor]:
     """Kind 3 → (q (out,in) int8, scale (out,) fp16)."""
     out, n = rec.shape
@@ -194,7 +208,11 @@ def decode_int8(rec: TensorRecord) -> tuple[Tensor, Tensor]:
 def decode(rec: TensorRecord) -> Tensor:
     """A non-alias record as the fp32 tensor it stores (dequantised for kinds 0 and 3)."""
     if rec.kind == Kind.Q2_ROWS:
-        return dequant(*decode_q2(rec))
+        out, n = rec.shape
+        packed = _frombuf(rec.payload, "u1", 2 * out, out * packed_row_bytes(n)).view(
+            out, packed_row_bytes(n)
+        )
+        return dequant_packed(packed, q2_tau(rec), n)
     if rec.kind == Kind.INT8_ROWS:
         return dequantize_rows(*decode_int8(rec))
     if rec.kind == Kind.FP16:
@@ -249,7 +267,9 @@ def _content_fault(rec: TensorRecord) -> str | None:
         return f"{rec.name!r}: a row {what} is not a positive finite fp16"
     if rec.kind == Kind.Q2_ROWS:
         nb = packed_row_bytes(n)
-        packed = torch.from_numpy(np.frombuffer(rec.payload, dtype="u1", offset=2 * out).reshape(out, nb).copy())
+        packed = torch.from_numpy(
+            np.frombuffer(rec.payload, dtype="u1", offset=2 * out).reshape(out, nb).copy()
+        )
         if not padding_is_zero(packed, n):
             return f"{rec.name!r}: padding symbols are not 0"
     elif (np.frombuffer(rec.payload, dtype="i1", offset=2 * out) == -128).any():
@@ -257,7 +277,8 @@ def _content_fault(rec: TensorRecord) -> str | None:
     return None
 
 
-def _check_header(header: dict[str, Any]) -> str | None:
+def check_header(header: dict[str, Any]) -> str | None:
+    """The first missing or mistyped required header field, described, or None."""
     for key in REQUIRED_HEADER:
         if key not in header:
             return f"header lacks {key!r}"
@@ -284,7 +305,7 @@ class Q2BNWriteInfo(NamedTuple):
 
 def dumps_raw(header: dict[str, Any], records: Sequence[TensorRecord]) -> bytes:
     """The decompressed Q2BN stream; header gets `tensor_count` and `body_sha256` added."""
-    fault = _check_header(header)
+    fault = check_header(header)
     if fault is None:
         clash = [k for k in WRITER_KEYS if k in header]
         fault = f"header keys {clash} are written by the writer" if clash else None
@@ -307,11 +328,15 @@ def dumps_raw(header: dict[str, Any], records: Sequence[TensorRecord]) -> bytes:
 
 def compress_raw(raw: bytes, *, level: int = ZSTD_LEVEL, threads: int = 0) -> bytes:
     """One zstd frame with content size and checksum (threads=0: single-threaded, deterministic)."""
-    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True, threads=threads)
+    cctx = zstandard.ZstdCompressor(
+        level=level, write_checksum=True, write_content_size=True, threads=threads
+    )
     return cctx.compress(raw)
 
 
-def dumps(header: dict[str, Any], records: Sequence[TensorRecord], *, level: int = ZSTD_LEVEL, threads: int = 0) -> bytes:
+def dumps(
+    header: dict[str, Any], records: Sequence[TensorRecord], *, level: int = ZSTD_LEVEL, threads: int = 0
+) -> bytes:
     """The compressed artifact bytes."""
     return compress_raw(dumps_raw(header, records), level=level, threads=threads)
 
@@ -361,9 +386,13 @@ class Q2BNContents(NamedTuple):
 def decompress(data: bytes, source: str = "<bytes>") -> bytes:
     """The single zstd frame's content; checksum verified, no trailing bytes, bounded size."""
     if data[:4] == MAGIC:
-        raise Q2BNError(f"{source}: starts with Q2BN, but an artifact is zstd-compressed (expected zstd magic)")
+        raise Q2BNError(
+            f"{source}: starts with Q2BN, but an artifact is zstd-compressed (expected zstd magic)"
+        )
     if data[:4] != ZSTD_MAGIC:
-        raise Q2BNError(f"{source}: not a zstd frame (first bytes {data[:4].hex() or 'missing'}, expected 28b52ffd)")
+        raise Q2BNError(
+            f"{source}: not a zstd frame (first bytes {data[:4].hex() or 'missing'}, expected 28b52ffd)"
+        )
     try:
         params = zstandard.get_frame_parameters(data)
     except zstandard.ZstdError as e:
@@ -387,7 +416,9 @@ class _Cursor:
         self.buf, self.source, self.pos = buf, source, 0
 
     def fail(self, fault: str, at: int | None = None) -> Q2BNError:
-        return Q2BNError(f"{self.source}: {fault} (at byte {self.pos if at is None else at} of the decompressed stream)")
+        return Q2BNError(
+            f"{self.source}: {fault} (at byte {self.pos if at is None else at} of the decompressed stream)"
+        )
 
     def take(self, n: int, what: str) -> bytes:
         if n > len(self.buf) - self.pos:
@@ -423,7 +454,8 @@ def _read_record(cur: _Cursor, index: int) -> TensorRecord:
         raise cur.fail(f"record {index} ({name!r}): {e}", start) from None
     if payload_len != want:
         raise cur.fail(
-            f"record {index} ({name!r}) {kind.name} {shape}: payload length {payload_len}, expected {want}", cur.pos - 8
+            f"record {index} ({name!r}) {kind.name} {shape}: payload length {payload_len}, expected {want}",
+            cur.pos - 8,
         )
     payload = cur.take(payload_len, f"record {index} ({name!r}) payload")
     return TensorRecord(name, kind, shape, payload)
@@ -438,14 +470,16 @@ def parse_raw(raw: bytes, source: str = "<bytes>") -> Q2BNContents:
     if version != VERSION:
         raise cur.fail(f"unsupported Q2BN version {version} (this reader knows {VERSION})", 4)
     if not 2 <= header_len <= min(MAX_HEADER_BYTES, len(raw) - PREFIX.size):
-        raise cur.fail(f"header length {header_len} outside 2..{min(MAX_HEADER_BYTES, len(raw) - PREFIX.size)}", 5)
+        raise cur.fail(
+            f"header length {header_len} outside 2..{min(MAX_HEADER_BYTES, len(raw) - PREFIX.size)}", 5
+        )
     try:
         header = json.loads(cur.take(header_len, "header").decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as e:
         raise cur.fail(f"header is not UTF-8 JSON: {e}", PREFIX.size) from None
     if not isinstance(header, dict):
         raise cur.fail("header is not a JSON object", PREFIX.size)
-    fault = _check_header(header)
+    fault = check_header(header)
     count, digest = header.get("tensor_count"), header.get("body_sha256")
     if fault is None and not (type(count) is int and count >= 0):
         fault = f"header 'tensor_count' {count!r} is not a non-negative integer"

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from golfmodel.q2bn.artifact import ModelBuilder, PackResult, TensorInfo, build_from_config, storage_key
-from golfmodel.q2bn.format import atomic_write_bytes
+from golfmodel.q2bn.format import atomic_write_bytes, check_header
+from golfmodel.quant.q2linear import no_tau_init
 
 FORMAT = "int8_clean_per_row_v1"
 BASELINE_CONTROL_PATTERNS = (
@@ -131,7 +132,9 @@ def dequantize_state(obj: dict[str, Any], source: str = "<object>") -> dict[str,
                 raise Int8ZlibError(f"{source}: {name!r} is {q.dtype}, expected int8")
             if s.ndim > 0:
                 if s.shape != (q.shape[0],):
-                    raise Int8ZlibError(f"{source}: {name!r} has {tuple(s.shape)} scales for {q.shape[0]} rows")
+                    raise Int8ZlibError(
+                        f"{source}: {name!r} has {tuple(s.shape)} scales for {q.shape[0]} rows"
+                    )
                 w = q.float() * s.float().view(q.shape[0], *([1] * (q.ndim - 1)))
             else:
                 w = q.float() * float(s.item())
@@ -153,7 +156,9 @@ def int8zlib_view(model: nn.Module, cfg: Int8ZlibConfig = Int8ZlibConfig()) -> d
 
 def _infos(obj: dict[str, Any]) -> tuple[TensorInfo, ...]:
     rows = [
-        TensorInfo(n, "int8", tuple(q.shape), q.numel() + obj["scales"][n].numel() * obj["scales"][n].element_size())
+        TensorInfo(
+            n, "int8", tuple(q.shape), q.numel() + obj["scales"][n].numel() * obj["scales"][n].element_size()
+        )
         for n, q in obj["quantized"].items()
     ]
     rows += [
@@ -176,6 +181,9 @@ def pack_int8zlib(
     header: dict[str, Any] = {"format": FORMAT, **meta}
     if "model" not in header:
         header["model"] = model.config.to_dict()
+    fault = check_header(header)
+    if fault is not None:
+        raise ValueError(fault)
     obj = quantize_state(model.state_dict(), cfg)
     obj["header"] = json.dumps(header, sort_keys=True, ensure_ascii=False, allow_nan=False)
     buf = io.BytesIO()
@@ -220,10 +228,13 @@ def load_int8zlib(
     header, obj, _ = read_int8zlib(path)
     state = dequantize_state(obj, str(path))
     try:
-        model = (builder or build_from_config)(header["model"])
+        with no_tau_init():  # a q2 model's τ (if any) comes from the state
+            model = (builder or build_from_config)(header["model"])
         model.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise Int8ZlibError(f"{path}: stored tensors do not fit the model built from its header: {e}") from None
+        raise Int8ZlibError(
+            f"{path}: stored tensors do not fit the model built from its header: {e}"
+        ) from None
     model.eval()
     return model, header
 

@@ -64,8 +64,11 @@ class SizeReport:
         return {**asdict(self), "headroom_bytes": self.headroom_bytes}
 
 
-class BudgetError(RuntimeError):
-    """The submission is larger than its byte budget; `.report` holds the breakdown."""
+class BudgetError(ValueError):
+    """The submission is larger than its byte budget; `.report` holds the breakdown.
+
+    A ValueError (bad input to the pipeline, not a bug), so stage runners report it as one line.
+    """
 
     def __init__(self, report: SizeReport) -> None:
         super().__init__(

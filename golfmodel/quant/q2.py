@@ -226,10 +226,30 @@ def unpack_rows(packed: Tensor, in_features: int) -> Tensor:
         raise ValueError(f"unpack_rows expects uint8 (out, nb), got {packed.dtype} {tuple(packed.shape)}")
     out, nb = packed.shape
     if nb != packed_row_bytes(in_features):
-        raise ValueError(f"packed rows hold {nb} bytes, expected {packed_row_bytes(in_features)} for in={in_features}")
+        raise ValueError(
+            f"packed rows hold {nb} bytes, expected {packed_row_bytes(in_features)} for in={in_features}"
+        )
     shifts = torch.tensor([6, 4, 2, 0], dtype=torch.uint8, device=packed.device)
     g = (packed[:, :, None] >> shifts) & 3  # (out, nb, 4)
     return gray_decode(g.reshape(out, nb * 4)[:, :in_features].contiguous())
+
+
+def _level_table(device: torch.device) -> Tensor:
+    """(256, 4) fp32: the levels s - 1.5 of the four symbols a packed byte holds, first symbol first."""
+    codes = torch.arange(256, dtype=torch.uint8, device=device)
+    shifts = torch.tensor([6, 4, 2, 0], dtype=torch.uint8, device=device)
+    return gray_decode((codes[:, None] >> shifts) & 3).float() - 1.5
+
+
+def dequant_packed(packed: Tensor, tau: Tensor, in_features: int) -> Tensor:
+    """dequant(unpack_rows(packed, in), τ) in one table lookup: fp32 (out, in), the same bits."""
+    out, nb = packed.shape
+    if nb != packed_row_bytes(in_features):
+        raise ValueError(
+            f"packed rows hold {nb} bytes, expected {packed_row_bytes(in_features)} for in={in_features}"
+        )
+    levels = _level_table(packed.device)[packed.long()].view(out, nb * 4)[:, :in_features]  # (out, in)
+    return levels * tau.float()[:, None]
 
 
 def padding_is_zero(packed: Tensor, in_features: int) -> bool:

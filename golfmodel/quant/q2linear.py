@@ -12,11 +12,31 @@ every rank at the same step from identical weights, so the broadcast is a no-op 
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golfmodel.quant.q2 import dequant, fake_quant, fit_tau, round_tau, symbols
+from golfmodel.quant.q2 import FP16_MIN_NORMAL, dequant, fake_quant, fit_tau, round_tau, symbols
+
+_FIT_AT_INIT = contextvars.ContextVar("q2linear_fit_at_init", default=True)
+
+
+@contextmanager
+def no_tau_init() -> Iterator[None]:
+    """Build Q2Linear layers without fitting τ to their random init (τ = placeholder until set).
+
+    For models whose weights and τ are about to be loaded (artifacts, checkpoints): fitting τ
+    costs a sort per row, tens of seconds for a full-size model on a small CPU.
+    """
+    token = _FIT_AT_INIT.set(False)
+    try:
+        yield
+    finally:
+        _FIT_AT_INIT.reset(token)
 
 
 class Q2Linear(nn.Linear):
@@ -37,13 +57,15 @@ class Q2Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.qat = False
         self.ste_masked = ste_masked
-        self.register_buffer("tau", torch.empty(out_features, device=self.weight.device, dtype=torch.float32))
-        self.refresh_tau()
+        tau = torch.full((out_features,), FP16_MIN_NORMAL, device=self.weight.device, dtype=torch.float32)
+        self.register_buffer("tau", tau)
+        if _FIT_AT_INIT.get():
+            self.refresh_tau()
 
     def reset_parameters(self) -> None:
         """Re-initialise the shadow weight (nn.Linear's init) and refit τ to it."""
         super().reset_parameters()
-        if hasattr(self, "tau"):  # nn.Linear.__init__ calls this before the buffer exists
+        if hasattr(self, "tau") and _FIT_AT_INIT.get():  # nn.Linear.__init__ calls this before tau exists
             self.refresh_tau()
 
     @torch.no_grad()

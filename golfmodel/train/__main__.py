@@ -16,9 +16,13 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m golfmodel.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--job", "--config", dest="job", required=True, help="path of the TrainJob JSON (RUN.json)")
+    parser.add_argument(
+        "--job", "--config", dest="job", required=True, help="path of the TrainJob JSON (RUN.json)"
+    )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="require a checkpoint in out_dir and continue from it")
+    group.add_argument(
+        "--resume", action="store_true", help="require a checkpoint in out_dir and continue from it"
+    )
     group.add_argument("--fresh", action="store_true", help="ignore (and replace) checkpoints in out_dir")
     args = parser.parse_args(argv)
 

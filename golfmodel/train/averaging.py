@@ -27,7 +27,9 @@ class WeightAverager:
         else:
             weight = 1.0 - self.decay if self.kind == "ema" else 1.0 / (self.n + 1)
             names = list(self.avg)
-            torch._foreach_lerp_([self.avg[k] for k in names], [params[k].detach().float() for k in names], weight)
+            torch._foreach_lerp_(
+                [self.avg[k] for k in names], [params[k].detach().float() for k in names], weight
+            )
         self.n += 1
 
     @torch.no_grad()
@@ -38,10 +40,17 @@ class WeightAverager:
             params[k].copy_(v)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "decay": self.decay, "n": self.n, "avg": {k: v.cpu() for k, v in self.avg.items()}}
+        return {
+            "kind": self.kind,
+            "decay": self.decay,
+            "n": self.n,
+            "avg": {k: v.cpu() for k, v in self.avg.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any], *, device: torch.device) -> None:
         if state["kind"] != self.kind:
-            raise ValueError(f"WeightAverager: checkpoint holds a {state['kind']} average, this run uses {self.kind}")
+            raise ValueError(
+                f"WeightAverager: checkpoint holds a {state['kind']} average, this run uses {self.kind}"
+            )
         self.n = int(state["n"])
         self.avg = {k: v.to(device) for k, v in state["avg"].items()}

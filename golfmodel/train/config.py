@@ -41,7 +41,9 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _check(self.muon_lr > 0, f"optim.muon_lr must be > 0, got {self.muon_lr}")
-        _check(0 <= self.muon_momentum < 1, f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        _check(
+            0 <= self.muon_momentum < 1, f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}"
+        )
         _check(self.ns_steps >= 1, f"optim.ns_steps must be >= 1, got {self.ns_steps}")
         _check(self.adam_lr > 0, f"optim.adam_lr must be > 0, got {self.adam_lr}")
         _check(
@@ -90,8 +92,13 @@ class QATConfig:
     start_frac: float | None = None  # QAT starts here instead of at f1 (progressive spacing ends at f1+f2)
 
     def __post_init__(self) -> None:
-        _check(self.tau_refresh_steps >= 0, f"qat.tau_refresh_steps must be >= 0, got {self.tau_refresh_steps}")
-        _check(self.tau_method in ("mse", "std"), f"qat.tau_method must be 'mse' or 'std', got {self.tau_method!r}")
+        _check(
+            self.tau_refresh_steps >= 0, f"qat.tau_refresh_steps must be >= 0, got {self.tau_refresh_steps}"
+        )
+        _check(
+            self.tau_method in ("mse", "std"),
+            f"qat.tau_method must be 'mse' or 'std', got {self.tau_method!r}",
+        )
         _check(self.tau_std_mult > 0, f"qat.tau_std_mult must be > 0, got {self.tau_std_mult}")
         if self.start_frac is not None:
             _check(0 <= self.start_frac <= 1, f"qat.start_frac must be in [0, 1], got {self.start_frac}")
@@ -111,7 +118,9 @@ class AveragingConfig:
         _check(0 < self.ema_decay < 1, f"averaging.ema_decay must be in (0, 1), got {self.ema_decay}")
         _check(self.every >= 1, f"averaging.every must be >= 1, got {self.every}")
         if self.start_frac is not None:
-            _check(0 <= self.start_frac <= 1, f"averaging.start_frac must be in [0, 1], got {self.start_frac}")
+            _check(
+                0 <= self.start_frac <= 1, f"averaging.start_frac must be in [0, 1], got {self.start_frac}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +128,7 @@ class TrainConfig:
     """Batch shape, budgets, device and housekeeping of one training run.
 
     `debug_nan_at_step` and `debug_rank_state` are test hooks: the first replaces the loss of that
-    (0-based) step by NaN, the second makes every rank write a hash of its final weights.
+    step (numbered from 1) by NaN, the second makes every rank write a hash of its final weights.
     """
 
     seed: int = 1337
@@ -153,7 +162,10 @@ class TrainConfig:
             f"train.global_batch_tokens={self.global_batch_tokens} must be a multiple of "
             f"seq_len*micro_batch_seqs={self.seq_len * self.micro_batch_seqs}",
         )
-        _check(self.max_steps is None or self.max_steps >= 0, f"train.max_steps must be >= 0, got {self.max_steps}")
+        _check(
+            self.max_steps is None or self.max_steps >= 0,
+            f"train.max_steps must be >= 0, got {self.max_steps}",
+        )
         _check(
             self.max_wallclock_seconds is None or self.max_wallclock_seconds >= 0,
             f"train.max_wallclock_seconds must be >= 0, got {self.max_wallclock_seconds}",
@@ -165,10 +177,19 @@ class TrainConfig:
         for name in ("val_every", "val_tokens", "checkpoint_every", "threads"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 0, f"train.{name} must be an integer >= 0, got {v!r}")
-        _check(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
-        _check(self.device in ("cpu", "cuda", "auto"), f"train.device must be cpu|cuda|auto, got {self.device!r}")
-        _check(self.dtype in ("fp32", "bf16", "auto"), f"train.dtype must be fp32|bf16|auto, got {self.dtype!r}")
-        _check(self.backend in ("gloo", "nccl", "auto"), f"train.backend must be gloo|nccl|auto, got {self.backend!r}")
+        _check(
+            self.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {self.keep_checkpoints}"
+        )
+        _check(
+            self.device in ("cpu", "cuda", "auto"), f"train.device must be cpu|cuda|auto, got {self.device!r}"
+        )
+        _check(
+            self.dtype in ("fp32", "bf16", "auto"), f"train.dtype must be fp32|bf16|auto, got {self.dtype!r}"
+        )
+        _check(
+            self.backend in ("gloo", "nccl", "auto"),
+            f"train.backend must be gloo|nccl|auto, got {self.backend!r}",
+        )
 
     @property
     def batch_seqs(self) -> int:

@@ -61,12 +61,16 @@ class Muon(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = True,
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay, nesterov=nesterov)
+        defaults = dict(
+            lr=lr, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay, nesterov=nesterov
+        )
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
-                    raise ValueError(f"Muon takes 2-D matrices only, got a parameter of shape {tuple(p.shape)}")
+                    raise ValueError(
+                        f"Muon takes 2-D matrices only, got a parameter of shape {tuple(p.shape)}"
+                    )
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
@@ -103,13 +107,20 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     no_decay: list[nn.Parameter] = []
     seen: set[int] = set()
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    embed_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # incl. a tied head
+    embed_weights = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)
+    }  # incl. a tied head
     for name, p in model.named_parameters():
         if id(p) in seen or not p.requires_grad:
             continue  # tied parameters appear once
         seen.add(id(p))
         parts = set(name.lower().replace("_", ".").split(".")) | set(name.lower().split("."))
-        if p.ndim == 2 and id(p) in linear_weights and id(p) not in embed_weights and not (parts & _EMBED_PARTS):
+        if (
+            p.ndim == 2
+            and id(p) in linear_weights
+            and id(p) not in embed_weights
+            and not (parts & _EMBED_PARTS)
+        ):
             muon.append(p)
         elif id(p) in linear_weights or id(p) in embed_weights:
             decay.append(p)
@@ -123,7 +134,13 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     muon_p, decay_p, no_decay_p = split_params(model)
     opts: list[torch.optim.Optimizer] = []
     if muon_p:
-        m = Muon(muon_p, lr=cfg.muon_lr, momentum=cfg.muon_momentum, ns_steps=cfg.ns_steps, weight_decay=cfg.weight_decay)
+        m = Muon(
+            muon_p,
+            lr=cfg.muon_lr,
+            momentum=cfg.muon_momentum,
+            ns_steps=cfg.ns_steps,
+            weight_decay=cfg.weight_decay,
+        )
         for g in m.param_groups:
             g["base_lr"] = cfg.muon_lr
         opts.append(m)
@@ -133,7 +150,9 @@ def build_optimizers(model: nn.Module, cfg: OptimConfig) -> list[torch.optim.Opt
     if no_decay_p:
         groups.append({"params": no_decay_p, "weight_decay": 0.0})
     if groups:
-        a = torch.optim.AdamW(groups, lr=cfg.adam_lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=False)
+        a = torch.optim.AdamW(
+            groups, lr=cfg.adam_lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps, fused=False
+        )
         for g in a.param_groups:
             g["base_lr"] = cfg.adam_lr
         opts.append(a)

@@ -4,7 +4,11 @@ events.jsonl: one object per event, `{"event": kind, "step", "p", "time", ...}` 
 QAT switches, τ refreshes, averaging start, checkpoints, validation, resume, divergence, the end.
 metrics.jsonl: `{"kind": "train", step, phase, p, lr, loss, grad_norm, tokens, tokens_per_s,
 elapsed, data_epoch, data_cursor}` every `log_every` steps and `{"kind": "val", step, p, val_bpb,
-elapsed}` at every validation. `step` is the 0-based index of the step the row describes.
+elapsed}` at every validation.
+
+Steps are numbered from 1: a metrics row describes the `step`-th optimiser step (run at
+progress `p`); an event's `step` is the number of steps completed when it happened (a phase
+change with step=40 takes effect from the 41st step on).
 """
 
 from __future__ import annotations
@@ -60,12 +64,12 @@ class RunLog:
             self._bar.set_postfix({k: _fmt(v) for k, v in postfix.items()}, refresh=True)
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop metric rows of steps >= `step` (a resumed run repeats them)."""
+        """Drop metric rows of steps after `step` (a run resumed from the checkpoint of step `step` repeats them)."""
         if not self.enabled or not self.metrics_path.exists():
             return
         import json
 
-        rows = [r for r in read_jsonl(self.metrics_path) if int(r.get("step", -1)) < step]
+        rows = [r for r in read_jsonl(self.metrics_path) if int(r.get("step", -1)) <= step]
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
     def close(self) -> None:

@@ -17,7 +17,9 @@ def reached(p: float, boundary: float) -> bool:
     return p >= boundary - EPS
 
 
-def progress(step: int, elapsed: float, *, max_steps: int | None, max_wallclock_seconds: float | None) -> float:
+def progress(
+    step: int, elapsed: float, *, max_steps: int | None, max_wallclock_seconds: float | None
+) -> float:
     """Fraction of the budget used; a budget of 0 or None is ignored. Not clamped (>= 1 means stop)."""
     p = 0.0
     if max_steps:
@@ -72,4 +74,3 @@ def qat_due(p: float, switch_points: list[float]) -> list[bool]:
 def averaging_start(*, f1: float, f2: float, start_frac: float | None) -> float:
     """Progress at which weight averaging starts: phase 3 unless overridden."""
     return f1 + f2 if start_frac is None else start_frac
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -130,7 +131,9 @@ def load_bigram_logprior(path: str, vocab_size: int) -> torch.Tensor:
             arr = arr[key]
         table = torch.as_tensor(np.asarray(arr), dtype=torch.float32)
     if tuple(table.shape) != (vocab_size, vocab_size):
-        raise ValueError(f"{path}: bigram log-prior has shape {tuple(table.shape)}, expected ({vocab_size}, {vocab_size})")
+        raise ValueError(
+            f"{path}: bigram log-prior has shape {tuple(table.shape)}, expected ({vocab_size}, {vocab_size})"
+        )
     return table
 
 
@@ -188,7 +191,9 @@ class Trainer:
         self.device = resolve_device(self.cfg, env.local_rank)
         self.distributed = env.world_size > 1
         if self.distributed and not dist.is_initialized():
-            raise RuntimeError("world_size > 1 but no process group: launch through `python -m golfmodel.train`")
+            raise RuntimeError(
+                "world_size > 1 but no process group: launch through `python -m golfmodel.train`"
+            )
         self.log = RunLog(self.out, enabled=env.is_main, progress_bar=self.cfg.progress_bar)
 
         # determinism: same init on every rank, deterministic kernels on CPU
@@ -205,7 +210,9 @@ class Trainer:
         self.model = build_model(job.model)
         if job.model.bigram_prior:
             if not job.bigram_logprior:
-                raise ValueError("model.bigram_prior is on but job.bigram_logprior (the table's path) is not set")
+                raise ValueError(
+                    "model.bigram_prior is on but job.bigram_logprior (the table's path) is not set"
+                )
             self.model.set_bigram_logprior(load_bigram_logprior(job.bigram_logprior, job.model.vocab_size))
         self.model.to(self.device)
         self.layers = q2_layers(self.model)
@@ -249,13 +256,18 @@ class Trainer:
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            # buffers (τ, RoPE tables) are deterministic functions of identical weights: no broadcast
+            # buffers (τ, RoPE tables) are deterministic functions of identical weights: no per-forward sync
+            no_buffer_sync = (
+                {"forward_sync_buffers": False}
+                if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+                else {"broadcast_buffers": False}
+            )
             fwd = DDP(
                 fwd,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
                 find_unused_parameters=False,
                 gradient_as_bucket_view=True,
+                **no_buffer_sync,
             )
         self.fwd = fwd
 
@@ -308,7 +320,9 @@ class Trainer:
         self.group_on = [all(bool(layer.qat) for layer in g) for g in self.groups]
         self.last_ckpt = path
         self.log.truncate_metrics(self.step)
-        self.log.event("resume", step=self.step, checkpoint=str(path), elapsed=self.base_elapsed, data=st["data"])
+        self.log.event(
+            "resume", step=self.step, checkpoint=str(path), elapsed=self.base_elapsed, data=st["data"]
+        )
 
     def _checkpoint(self, elapsed: float) -> None:
         if not _all_finite(self.model):
@@ -378,7 +392,9 @@ class Trainer:
 
     # --- one optimiser step --------------------------------------------------------------------
 
-    def _train_step(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _train_step(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward/backward over this rank's micro-batches, then the optimiser step; returns (loss, grad_norm)."""
         V = self.job.model.vocab_size
         loss_sum = torch.zeros((), device=self.device)
@@ -391,7 +407,7 @@ class Trainer:
                 with _autocast(self.device, self.cfg.dtype):
                     logits = self.fwd(x)  # (B, T, V)
                 loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
-                if self.cfg.debug_nan_at_step is not None and self.step == self.cfg.debug_nan_at_step:
+                if self.cfg.debug_nan_at_step is not None and self.step + 1 == self.cfg.debug_nan_at_step:
                     loss = loss * float("nan")  # TEST HOOK
                 (loss / self.accum).backward()
             loss_sum += loss.detach()
@@ -406,8 +422,10 @@ class Trainer:
         return loss_sum / len(batches), gnorm
 
     def _sync_max(self, values: list[float | torch.Tensor]) -> list[float]:
-        """Element-wise max over ranks (one all-reduce, one host sync)."""
-        t = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device).reshape(()) for v in values])
+        """Element-wise max over ranks (one all-reduce, one host sync); float64 so p = step/max_steps is exact."""
+        t = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=self.device).reshape(()) for v in values]
+        )
         if self.distributed:
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.tolist()
@@ -439,7 +457,9 @@ class Trainer:
                 switch_p=[round(x, 6) for x in self.switch_p],
             )
             if self.device.type == "cpu" and cfg.dtype == "bf16":
-                self.log.event("note", step=0, message="dtype=bf16 applies on CUDA only; this CPU run is fp32")
+                self.log.event(
+                    "note", step=0, message="dtype=bf16 applies on CUDA only; this CPU run is fp32"
+                )
         if self.cfg.compile and self.device.type == "cuda":
             self._compile_warmup()
 
@@ -454,41 +474,53 @@ class Trainer:
         (p,) = self._sync_max([sched.progress(self.step, elapsed(), **budget)])
         loss_t = gnorm_t = torch.zeros(())
         while p < 1.0:
-            mult = self._apply_schedule(p)
+            p_step = p  # the progress this step runs at (schedule, phase, logs)
+            mult = self._apply_schedule(p_step)
             batches = self.loader.next_step()
             data_pos = (self.loader.epoch, self.loader.cursor - cfg.batch_seqs)
             loss_t, gnorm_t = self._train_step(batches)
-            step_idx = self.step
-            self.step += 1
+            self.step += 1  # steps are numbered from 1: `self.step` is the one just run
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             now = elapsed()
-            p, bad = self._sync_max([sched.progress(self.step, now, **budget), (~torch.isfinite(loss_t)).float()])
+            p, bad = self._sync_max(
+                [sched.progress(self.step, now, **budget), (~torch.isfinite(loss_t)).float()]
+            )
             if bad > 0:
                 msg = (
-                    f"training diverged: non-finite loss at step {step_idx}; last good checkpoint: "
+                    f"training diverged: non-finite loss at step {self.step}; last good checkpoint: "
                     f"{self.last_ckpt or 'none (no checkpoint written yet)'}"
                 )
-                self.log.event("diverged", step=step_idx, last_checkpoint=str(self.last_ckpt) if self.last_ckpt else None)
+                self.log.event(
+                    "diverged",
+                    step=self.step,
+                    last_checkpoint=str(self.last_ckpt) if self.last_ckpt else None,
+                )
                 raise TrainingDiverged(msg)
 
-            if self.averager is not None and sched.reached(p, self.avg_start) and self.step % job.averaging.every == 0:
+            if (
+                self.averager is not None
+                and sched.reached(p_step, self.avg_start)
+                and self.step % job.averaging.every == 0
+            ):  # average the weights that steps run at p >= avg_start produced
                 if self.averager.n == 0:
-                    self.log.event("averaging_start", step=step_idx, p=round(p, 6), kind=self.averager.kind)
+                    self.log.event(
+                        "averaging_start", step=self.step, p=round(p_step, 6), kind=self.averager.kind
+                    )
                 self.averager.update(self.model)
             if job.qat.tau_refresh_steps and self.step % job.qat.tau_refresh_steps == 0:
                 self._refresh_tau(p)
 
-            if step_idx % cfg.log_every == 0 or p >= 1.0:
+            if self.step % cfg.log_every == 0 or self.step == start_step + 1 or p >= 1.0:
                 loss = self._mean(loss_t)
                 self.last_loss = loss
                 tokens = self.step * cfg.global_batch_tokens
                 run_s = max(now - start_elapsed, 1e-9)
                 row = {
                     "kind": "train",
-                    "step": step_idx,
+                    "step": self.step,
                     "phase": self.cur_phase,
-                    "p": round(p, 6),
+                    "p": round(p_step, 6),
                     "lr": mult * job.optim.muon_lr,
                     "lr_mult": mult,
                     "loss": loss,
@@ -500,14 +532,14 @@ class Trainer:
                     "data_cursor": data_pos[1],
                 }
                 self.log.metrics(row, echo=True)
-                self.log.progress(p, step=step_idx, loss=loss)
+                self.log.progress(p, step=self.step, loss=loss)  # the bar shows progress after the step
 
             due_val = cfg.val_every and self.step % cfg.val_every == 0 and p < 1.0
             due_ckpt = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and p < 1.0
             if due_val or due_ckpt:  # the training clock stops for validation and checkpoints
                 tp = time.perf_counter()
                 if due_val:
-                    self._validate(step_idx, p, now)
+                    self._validate(p, now)
                 if due_ckpt:
                     self._checkpoint(now)
                 self._barrier()
@@ -516,7 +548,7 @@ class Trainer:
         total_elapsed = elapsed()
         return self._finish(total_elapsed, start_step, start_elapsed)
 
-    def _validate(self, step_idx: int, p: float, now: float) -> float | None:
+    def _validate(self, p: float, now: float) -> float | None:
         if not self.env.is_main or self.val_tokens is None:
             return None
         bpb = evaluate_bpb(
@@ -527,8 +559,10 @@ class Trainer:
             batch_size=self.cfg.val_batch_seqs,
             device=self.device,
         )
-        self.log.metrics({"kind": "val", "step": step_idx, "p": round(p, 6), "val_bpb": bpb, "elapsed": now}, echo=True)
-        self.log.event("val", step=step_idx, p=round(p, 6), val_bpb=bpb)
+        self.log.metrics(
+            {"kind": "val", "step": self.step, "p": round(p, 6), "val_bpb": bpb, "elapsed": now}, echo=True
+        )
+        self.log.event("val", step=self.step, p=round(p, 6), val_bpb=bpb)
         return bpb
 
     def _compile_warmup(self) -> None:
@@ -554,7 +588,9 @@ class Trainer:
         job = self.job
         if self.averager is not None and self.averager.n > 0:
             self.averager.copy_to(self.model)
-            self.log.event("averaged_weights_loaded", step=self.step, kind=self.averager.kind, samples=self.averager.n)
+            self.log.event(
+                "averaged_weights_loaded", step=self.step, kind=self.averager.kind, samples=self.averager.n
+            )
         if job.qat.enabled:
             for i, on in enumerate(self.group_on):
                 if not on:  # the budget ran out before this group's switch point: quantise it now
@@ -601,7 +637,11 @@ class Trainer:
                 "averaged_samples": self.averager.n if self.averager is not None else 0,
                 "device": str(self.device),
             }
-            save_final(self.out / "final.pt", self.model, extra={"step": self.step, "summary_json": json.dumps(summary)})
+            save_final(
+                self.out / "final.pt",
+                self.model,
+                extra={"step": self.step, "summary_json": json.dumps(summary)},
+            )
             atomic_write_json(self.out / "train_summary.json", summary)
             self.log.event("final", step=self.step, **{k: v for k, v in summary.items() if k != "device"})
         self._barrier()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from golfmodel.quant.q2 import dequant, fit_tau, symbols
-from golfmodel.quant.q2linear import Q2Linear
+from golfmodel.quant.q2 import FP16_MIN_NORMAL, dequant, fit_tau, symbols
+from golfmodel.quant.q2linear import Q2Linear, no_tau_init
 
 
 def _layer(out: int = 12, inp: int = 20, seed: int = 0, **kw: bool) -> Q2Linear:
@@ -132,3 +132,13 @@ def test_bias_is_supported() -> None:
     x = torch.randn(2, 20)
     assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))
     assert "qat=False" in repr(layer)
+
+
+def test_no_tau_init_skips_fitting_until_asked() -> None:
+    """Inside no_tau_init() τ is a positive placeholder; refresh_tau still fits; outside, init fits again."""
+    with no_tau_init():
+        layer = _layer()
+        assert bool((layer.tau == FP16_MIN_NORMAL).all())
+        layer.refresh_tau()
+        assert torch.equal(layer.tau, fit_tau(layer.weight.detach()))
+    assert torch.equal(_layer().tau, fit_tau(_layer().weight.detach()))

@@ -1,0 +1,408 @@
+"""The `golf` command line (console script `golf = golf.flows.cli:main`).
+
+    golf run [--preset P] [--stages a,b | --from STAGE] [--force a,b] [--set k=v ...]
+    golf stage NAME [--preset P] [--set k=v ...]      rerun one stage, upstream from the cache
+    golf settings show [--preset P] [--set k=v ...] [--json]
+    golf ui | golf serve | golf report RUN | golf gc [--older-than DAYS]
+    golf data ... | golf inspect FILE | golf model plan ... | golf train --dry-run | golf bench NAME
+
+This is the entry point, so it is where the environment is read (`GOLF_*` through the settings
+loader, `PREFECT_*` by Prefect). Prefect is imported only by the commands that need it, so
+`golf data ...` and `golf settings show` stay fast. `golf run` prints `report: <run folder>` as
+the last line of standard output; logs go to standard error. Exit codes: 0 done, 1 a stage
+failed, 2 invalid settings or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from golf.settings import STAGES, Settings, SettingsError, load_settings, preset_names
+
+DEFAULT_UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = 4200
+OFFLINE_ENV = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit code 2)."""
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _add_settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="smoke", help=f"settings preset ({', '.join(preset_names())}); default smoke")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one setting, e.g. --set train.max_steps=50 (repeatable)",
+    )  # fmt: skip
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.preset, overrides=args.overrides)
+
+
+def _stage_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGES]
+    if unknown:
+        raise UsageError(f"unknown stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    return names
+
+
+def _offline_env() -> None:
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def _local_server_url(host: str = DEFAULT_UI_HOST, port: int = DEFAULT_UI_PORT) -> str | None:
+    """The API URL of a `golf ui` server on the default port, if one answers within 0.3 s."""
+    import urllib.request
+
+    url = f"http://{host}:{port}/api"
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=0.3) as r:
+            return url if r.status == 200 else None
+    except OSError:
+        return None
+
+
+def _prepare_prefect() -> None:
+    """Offline env; use a running `golf ui` server when PREFECT_API_URL is unset, else warm the ephemeral one.
+
+    The ephemeral server (Prefect's default without PREFECT_API_URL) takes seconds to boot: it
+    is started in a background thread while the pipeline modules import.
+    """
+    _offline_env()
+    if not os.environ.get("PREFECT_API_URL") and (url := _local_server_url()):
+        os.environ["PREFECT_API_URL"] = url
+
+
+def _warm_ephemeral_server() -> threading.Thread | None:
+    if os.environ.get("PREFECT_API_URL"):
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        SubprocessASGIServer().start()
+
+    t = threading.Thread(target=start, name="prefect-ephemeral-server", daemon=True)
+    t.start()
+    return t
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    summary = result.get("summary") or {}
+    for key in ("bigram_bpb", "prequant_bpb", "recalibrated_bpb", "final_bpb", "artifact_bytes", "total_bytes", "budget_bytes"):
+        if summary.get(key) is not None:
+            print(f"{key.replace('_', ' ')}: {summary[key]}")
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the pipeline (selected stages); cached stages are skipped."""
+    from golf.tasks.stages import select_stages
+
+    settings = _settings(args)
+    stages = _stage_list(args.stages)
+    force = _stage_list(args.force) or []
+    try:
+        select_stages(stages, args.from_stage, settings.pipeline.stages)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _prepare_prefect()
+    warm = _warm_ephemeral_server()
+    from golf.flows.pipeline import golf_pipeline
+
+    if warm is not None:
+        warm.join()
+    state = golf_pipeline(
+        settings=settings, stages=stages, from_stage=args.from_stage, force=force, return_state=True
+    )
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, dict):
+        print(f"error: pipeline failed: {state.message or result}", file=sys.stderr)
+        return 1
+    _print_summary(result)
+    if result.get("message"):
+        print(f"error: {result['message']}", file=sys.stderr)
+    print(f"report: {result['run_dir']}")
+    return 1 if result.get("message") else 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """Rerun one stage (forced), its upstream served from the cache."""
+    args.stages, args.from_stage, args.force = args.name, None, args.name
+    return cmd_run(args)
+
+
+def cmd_settings_show(args: argparse.Namespace) -> int:
+    """Resolve and validate settings (no hardware probing) and print them."""
+    settings = _settings(args)
+    data = settings.model_dump(mode="json")
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for section, values in data.items():
+        if isinstance(values, dict):
+            print(f"[{section}]")
+            for k, v in values.items():
+                print(f"{k} = {json.dumps(v)}")
+            print()
+        else:
+            print(f"{section} = {json.dumps(values)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`golf train --dry-run`: the GPU job's plan (model, memory, FLOPs, projected time) and its command."""
+    if not args.dry_run:
+        raise UsageError("golf train runs only with --dry-run; training runs as a pipeline stage (golf run / golf stage train)")
+    from golf.settings.convert import torchrun_command, train_job
+
+    settings = _settings(args)
+    from golfmodel.train.dryrun import dry_run
+
+    out = Path(settings.pipeline.artifacts_dir).resolve() / "cache" / "train" / "KEY"
+    job = train_job(
+        settings, vocab_size=settings.vocab_size, train_shards=["<train shards>"], val_shards=["<val shards>"],
+        tokenizer="<tokenizer>", bigram_logprior="<bigram>" if settings.model.bigram_prior else None, out_dir=out,
+    )  # fmt: skip
+    report = dry_run(
+        job, settings.train.nproc, args.device, mfu=args.mfu,
+        eval_seq_len=settings.eval.seq_len, eval_stride=settings.eval.stride or settings.eval.seq_len,
+    )  # fmt: skip
+    print(report.format())
+    print("exact command (golf run's train stage): " + " ".join(torchrun_command(settings, out / "RUN.json", sys.executable)))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start a local Prefect server (analytics off) in the foreground and print its URL."""
+    _offline_env()
+    url = f"http://{args.host}:{args.port}"
+    print(f"Prefect UI: {url}\nAPI: {url}/api  (golf run finds it on the default port; else export PREFECT_API_URL={url}/api)")
+    sys.stdout.flush()
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
+    try:
+        return subprocess.call(cmd, env={**os.environ, **OFFLINE_ENV})
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Register the nightly deployment (cron with timezone, one run at a time) and serve its runs."""
+    settings = _settings(args)
+    _prepare_prefect()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UsageError("golf serve needs a Prefect server: start one with `golf ui` or set PREFECT_API_URL")
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from golf.flows.pipeline import golf_pipeline
+
+    cron = args.cron or settings.pipeline.nightly_cron
+    print(f"serving deployment golf-pipeline/{args.name}: cron {cron!r} ({settings.pipeline.timezone})", file=sys.stderr)
+    golf_pipeline.serve(
+        name=args.name,
+        schedule=Cron(cron, timezone=settings.pipeline.timezone),
+        parameters={"settings": settings.model_dump(mode="json")},
+        global_limit=1,  # one pipeline run at a time
+        limit=1,
+        tags=["golf", settings.preset],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        print_starting_message=True,
+    )
+    return 0
+
+
+def _find_run(artifacts: Path, name: str) -> Path:
+    from golf.tasks.runs import iter_runs
+
+    path = Path(name)
+    if path.is_dir():
+        return path
+    runs = list(iter_runs(artifacts))
+    if name == "latest" and runs:
+        return runs[-1]
+    matches = [r for r in runs if r.name.startswith(name)]
+    if len(matches) != 1:
+        raise UsageError(f"no unique run {name!r} under {artifacts / 'runs'} ({len(matches)} match)")
+    return matches[0]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print a run's report.md (RUN: a folder, a run name or its prefix, or 'latest')."""
+    settings = _settings(args)
+    run = _find_run(Path(settings.pipeline.artifacts_dir).resolve(), args.run)
+    report = run / "report.md"
+    if not report.exists():
+        print(f"error: {run} has no report.md (the run did not finish)", file=sys.stderr)
+        return 1
+    print(report.read_text(), end="")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove old run folders and cache entries that no kept run points at."""
+    from golf.tasks.runs import gc
+
+    settings = _settings(args)
+    days = settings.pipeline.retention_days if args.older_than is None else args.older_than
+    rep = gc(settings.pipeline.artifacts_dir, days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for p in rep.removed_runs + rep.removed_entries:
+        print(f"{verb} {p}", file=sys.stderr)
+    print(
+        f"{verb} {len(rep.removed_runs)} run(s) and {len(rep.removed_entries)} cache entr(ies), "
+        f"{rep.freed_bytes} bytes; kept {rep.kept_referenced} referenced entr(ies)"
+    )
+    return 0
+
+
+BENCHES = ("model", "pack", "tokenise", "minigolf")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Dispatch to `golfmodel.bench.<name>_bench.main(argv)`."""
+    try:
+        module = importlib.import_module(f"golfmodel.bench.{args.name}_bench")
+    except ImportError as e:
+        print(f"error: benchmark {args.name!r} is not available ({e})", file=sys.stderr)
+        return 1
+    return int(module.main(args.rest) or 0)
+
+
+# ---------------------------------------------------------------------------
+# Parser
+
+
+# Library subcommands: `register(sub)` of each module adds its parser. They import torch, so a
+# module is imported only when its command is the one being run (a placeholder lists it in --help),
+# and a module not written yet leaves its command out instead of breaking the CLI.
+LIBRARY_COMMANDS = {
+    "data": ("golfmodel.data.cli", "data plane: verify, tokenise, bigram"),
+    "inspect": ("golfmodel.q2bn.cli", "show an artifact's header, tensors and size breakdown"),
+    "model": ("golfmodel.model.cli", "model plans (budget solver)"),
+}
+
+
+def _register_library(sub: Any, name: str, wanted: bool) -> None:
+    module, help_text = LIBRARY_COMMANDS[name]
+    if wanted:
+        try:
+            importlib.import_module(module).register(sub)
+            return
+        except ImportError as e:
+            help_text = f"(unavailable: {e})"
+    p = sub.add_parser(name, help=help_text)
+    p.set_defaults(func=lambda args: _unavailable(name, module))
+
+
+def _unavailable(name: str, module: str) -> int:
+    print(f"error: golf {name} is not available ({module} is missing)", file=sys.stderr)
+    return 1
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="golf", description="Parameter Golf pipeline: train, pack, size-check, score.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the pipeline (cached stages are skipped)")
+    _add_settings_args(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--stages", help=f"comma-separated stages to run ({','.join(STAGES)})")
+    group.add_argument("--from", dest="from_stage", choices=STAGES, help="run this stage and every later one")
+    p.add_argument("--force", help="comma-separated stages to recompute even when cached")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stage", help="rerun one stage; upstream stages come from the cache")
+    p.add_argument("name", choices=STAGES)
+    _add_settings_args(p)
+    p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("settings", help="settings commands")
+    ssub = p.add_subparsers(dest="settings_command", required=True, metavar="COMMAND")
+    q = ssub.add_parser("show", help="resolve, validate and print the settings")
+    _add_settings_args(q)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_settings_show)
+
+    p = sub.add_parser("train", help="training helpers (the run itself is a pipeline stage)")
+    _add_settings_args(p)
+    p.add_argument("--dry-run", action="store_true", help="plan the job (meta device) and print the torchrun command")
+    p.add_argument("--device", default="H100", help="GPU to project onto (default H100)")
+    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ui", help="start a local Prefect server + UI (analytics off) and print its URL")
+    p.add_argument("--host", default=DEFAULT_UI_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_UI_PORT)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("serve", help="register the nightly deployment and serve its runs")
+    _add_settings_args(p)
+    p.add_argument("--name", default="nightly", help="deployment name (default nightly)")
+    p.add_argument("--cron", default=None, help="cron (default pipeline.nightly_cron)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("report", help="print a run's report.md")
+    p.add_argument("run", help="run folder, run name (or prefix), or 'latest'")
+    _add_settings_args(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("gc", help="remove old runs and unreferenced cache entries")
+    _add_settings_args(p)
+    p.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="default pipeline.retention_days")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    p.set_defaults(func=cmd_gc)
+
+    p = sub.add_parser("bench", help="benchmarks (golfmodel.bench)")
+    p.add_argument("name", choices=BENCHES)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
+    p.set_defaults(func=cmd_bench)
+
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for name in LIBRARY_COMMANDS:
+        _register_library(sub, name, wanted=name == command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except SettingsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

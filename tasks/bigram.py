@@ -1,0 +1,47 @@
+"""The bigram stage: pair counts and the smoothed log-probability table of the training shards, and the
+bigram model's own validation bpb (the floor every trained model must beat)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from golf.settings import Settings
+from golf.tasks.cache import StageRecord, StageResult
+from golf.tasks.common import cached_stage, logger
+
+
+def byte_table(tokenise: StageRecord) -> Any:
+    """The scorer's bytes-per-token table for the tokens' variant."""
+    from golfmodel.eval import ByteTable
+
+    tok = tokenise.values.get("tokenizer")
+    return ByteTable.from_sentencepiece(tokenise.path(tok)) if tok else ByteTable.byte260()
+
+
+def count_bigrams(tokenise: StageRecord, work: Path) -> StageResult:
+    """Count the training shards, write counts.npz + logprob.npy, score the bigram on the val shards."""
+    import numpy as np
+
+    from golfmodel.data.bigram import bigram_bpb, build_bigram, save_bigram
+    from golfmodel.data.shards import read_shard
+
+    vocab = tokenise.values["vocab_size"]
+    table = build_bigram(tokenise.paths("train_shards"), vocab)
+    counts, logprob = save_bigram(table, work)
+    val = np.concatenate([np.asarray(read_shard(p, vocab_size=vocab)) for p in tokenise.paths("val_shards")])
+    bpb = bigram_bpb(table, val, byte_table(tokenise))
+    logger().info("bigram: %d pairs, validation bpb %.4f", table.n_pairs, bpb)
+    return StageResult(
+        values={"counts": counts.name, "logprob": logprob.name, "bigram_bpb": bpb, "k": table.k},
+        metrics={"n_pairs": table.n_pairs, "val_tokens": int(len(val))},
+    )
+
+
+@task(name="bigram", cache_policy=NO_CACHE, persist_result=False)
+def bigram(settings: Settings, tokenise: StageRecord, force: bool = False) -> Any:
+    """Count bigrams of the training shards and score the bigram model on the validation shards."""
+    return cached_stage("bigram", settings, {"tokenise": tokenise}, lambda work: count_bigrams(tokenise, work), force=force)

@@ -1,0 +1,77 @@
+"""The download stage: manifest, shards, tokenizer (and docs when tokenising them) from the hub or a mirror.
+
+The only stage that touches the network, so the only one with retries: network faults (connection
+errors, timeouts, HTTP 408/429/5xx, anywhere in the cause chain) are retried with backoff; a 404,
+a checksum mismatch or a missing mirror fail at once. The library retries each file too; these
+task-level retries resume the partial download (the work folder is kept).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import task_run as current_task_run
+from prefect.states import State
+
+from golf.settings import Settings
+from golf.settings.convert import hub_config
+from golf.tasks.cache import StageResult
+from golf.tasks.common import cached_stage
+
+RETRIES = 2
+RETRY_DELAYS = [10, 60]  # seconds; backoff between whole-task attempts
+
+
+def is_network_fault(exc: BaseException) -> bool:
+    """Transient network faults only (the library's classification)."""
+    from golfmodel.data.hub import is_network_fault as library_is_network_fault
+
+    return library_is_network_fault(exc)
+
+
+def retry_on_network_fault(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect retry condition: retry only when the attempt failed on a network fault."""
+    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    return isinstance(exc, BaseException) and is_network_fault(exc)
+
+
+def fetch(settings: Settings, work: Path) -> StageResult:
+    """Download into `work` (laid out like the repository root); paths in the record are relative."""
+    from golfmodel.data.hub import download as library_download
+
+    res = library_download(hub_config(settings), work)
+
+    def rel(p: Path | None) -> str | None:
+        return None if p is None else Path(p).resolve().relative_to(work.resolve()).as_posix()
+
+    return StageResult(
+        values={
+            "variant": settings.data.variant,
+            "train_shards": [rel(p) for p in res.train_paths],
+            "val_shards": [rel(p) for p in res.val_paths],
+            "tokenizer": rel(res.tokenizer_path),
+            "docs": rel(res.docs_path),
+            "provenance": {"source": res.source, "revision": res.revision, "verified": list(res.verified)},
+        },
+    )
+
+
+@task(
+    name="download",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_on_network_fault,
+)
+def download(settings: Settings, force: bool = False) -> Any:
+    """Fetch the challenge data (hub at a pinned revision, or a local mirror), sha256-verified."""
+    retries_left = current_task_run.run_count <= RETRIES  # the last attempt fails cleanly, without a traceback
+    return cached_stage(
+        "download", settings, {}, lambda work: fetch(settings, work), resume=True, force=force,
+        reraise=is_network_fault if retries_left else None,
+    )  # fmt: skip

@@ -1,0 +1,74 @@
+"""The train stage: RUN.json from the settings, then `torchrun ... -m golfmodel.train` as a subprocess.
+
+The trainer runs in its own process group; its output is streamed line by line into the run
+log, and the whole group is killed on `train.timeout_seconds`, on cancellation or on any error
+(Prefect's own task timeout would not reach child processes). The work folder is keyed by the
+stage's cache key and kept after a failure, so re-running the stage (`golf stage train`)
+resumes from the trainer's last checkpoint. No automatic retries: a crash is not a network
+fault, and a diverged run (exit code 3) would only diverge again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from golf.settings import Settings
+from golf.settings.convert import model_config, torchrun_command, train_job
+from golf.tasks.cache import StageRecord, StageResult
+from golf.tasks.common import cached_stage, logger
+from golf.tasks.subproc import run_streaming
+
+OUTPUTS = ("final.pt", "train_summary.json", "metrics.jsonl", "events.jsonl", "RUN.json")
+EXIT_CODES = {2: "invalid training job", 3: "training diverged (non-finite loss)"}
+
+
+def tokenizer_of(tokenise: StageRecord) -> str:
+    """The byte-table source of the tokens: the sentencepiece model's path, or "byte260"."""
+    tok = tokenise.values.get("tokenizer")
+    return str(tokenise.path(tok)) if tok else "byte260"
+
+
+def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord, work: Path) -> StageResult:
+    """Write RUN.json into `work`, run the trainer there, and return its summary."""
+    log = logger()
+    model = model_config(settings, tokenise.values["vocab_size"], code_bytes=tokenise.values.get("code_bytes", 0))
+    job = train_job(
+        settings,
+        vocab_size=tokenise.values["vocab_size"],
+        train_shards=tokenise.paths("train_shards"),
+        val_shards=tokenise.paths("val_shards"),
+        tokenizer=tokenizer_of(tokenise),
+        bigram_logprior=bigram.path(bigram.values["logprob"]) if settings.model.bigram_prior else None,
+        out_dir=work,
+        model=model,
+        progress_bar=False,
+    )
+    job.to_json(work / "RUN.json")
+    cmd = torchrun_command(settings, work / "RUN.json", python=sys.executable)
+    log.info("train: %s", " ".join(cmd))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(job.train.threads)}
+    run_streaming(cmd, on_line=lambda line: log.info("%s", line), timeout=settings.train.timeout_seconds, env=env)
+    summary: dict[str, Any] = json.loads((work / "train_summary.json").read_text())
+    return StageResult(
+        values={"final": "final.pt", "metrics": "metrics.jsonl", "model": model.to_dict(),
+                "prequant_bpb": summary.get("prequant_val_bpb")},
+        metrics=summary,
+        outputs=OUTPUTS,
+        prune=("ckpt",),
+    )  # fmt: skip
+
+
+@task(name="train", cache_policy=NO_CACHE, persist_result=False)
+def train(settings: Settings, tokenise: StageRecord, bigram: StageRecord, force: bool = False) -> Any:
+    """Train the model with torchrun (its own process group), resuming from a checkpoint if one exists."""
+    return cached_stage(
+        "train", settings, {"tokenise": tokenise, "bigram": bigram},
+        lambda work: run_training(settings, tokenise, bigram, work), resume=True, force=force,
+    )  # fmt: skip
