@@ -43,16 +43,18 @@ def git_info(repo: Path = REPO) -> dict[str, Any]:
 
 
 def device_info() -> dict[str, Any]:
-    """CPU count, and the CUDA devices torch sees (names only; nothing is initialised beyond that)."""
-    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
-    try:
-        import torch
-
-        info["cuda"] = torch.cuda.is_available()
-        if info["cuda"]:
-            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception as e:  # torch missing or a broken driver: record it, do not fail the run
-        info["cuda_error"] = repr(e)
+    """CPU count and the NVIDIA GPUs `nvidia-smi` lists (no torch import: a cached run stays fast)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "gpus": []}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20,
+            )  # fmt: skip
+            info["gpus"] = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            info["gpu_error"] = repr(e)
     return info
 
 

@@ -35,10 +35,17 @@ def tokenizer_of(tokenise: StageRecord) -> str:
     return str(tokenise.path(tok)) if tok else "byte260"
 
 
+def shipped_code_bytes() -> int:
+    """Bytes of the code a submission ships (the solver leaves room for it in the budget)."""
+    from golfmodel.export import code_bytes
+
+    return code_bytes()
+
+
 def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord, work: Path) -> StageResult:
     """Write RUN.json into `work`, run the trainer there, and return its summary."""
     log = logger()
-    model = model_config(settings, tokenise.values["vocab_size"], code_bytes=tokenise.values.get("code_bytes", 0))
+    model = model_config(settings, tokenise.values["vocab_size"], code_bytes=shipped_code_bytes() if settings.model.solve else 0)
     job = train_job(
         settings,
         vocab_size=tokenise.values["vocab_size"],

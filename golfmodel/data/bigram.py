@@ -66,7 +66,9 @@ class BigramTable:
 
 def _check_vocab(vocab_size: int) -> None:
     if not 0 < vocab_size <= MAX_VOCAB:
-        raise ValueError(f"bigram tables are dense (V, V): vocab_size must be in [1, {MAX_VOCAB}], got {vocab_size}")
+        raise ValueError(
+            f"bigram tables are dense (V, V): vocab_size must be in [1, {MAX_VOCAB}], got {vocab_size}"
+        )
 
 
 def count_pairs(tokens: np.ndarray, vocab_size: int, *, chunk_tokens: int = CHECK_CHUNK) -> np.ndarray:
@@ -178,7 +180,9 @@ def load_logprior(path: str | Path) -> np.ndarray:
     else:
         table = np.load(path)
     if table.ndim != 2 or table.shape[0] != table.shape[1] or table.dtype != np.float32:
-        raise ValueError(f"{path}: a log-prior must be a square float32 array, got {table.dtype} {table.shape}")
+        raise ValueError(
+            f"{path}: a log-prior must be a square float32 array, got {table.dtype} {table.shape}"
+        )
     return table
 
 

@@ -36,7 +36,9 @@ def _table_and_decoder(args: argparse.Namespace) -> tuple[Any, Any, int | None]:
 
 def _add_table_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--tokenizer", type=Path, help="sentencepiece model of the shards (byte counts, vocab check)")
+    g.add_argument(
+        "--tokenizer", type=Path, help="sentencepiece model of the shards (byte counts, vocab check)"
+    )
     g.add_argument("--variant", choices=["byte260"], help="the shards are byte260")
 
 
@@ -232,7 +234,12 @@ def cmd_download(args: argparse.Namespace) -> int:
     except (HubError, ShardError, ValueError, OSError) as exc:
         return _fail(str(exc))
     print(f"source={res.source} revision={res.revision}")
-    for p in (*res.val_paths, *res.train_paths, res.tokenizer_path, *([res.docs_path] if res.docs_path else [])):
+    for p in (
+        *res.val_paths,
+        *res.train_paths,
+        res.tokenizer_path,
+        *([res.docs_path] if res.docs_path else []),
+    ):
         print(p)
     print(f"verified={len(res.verified)}/{len(res.sha256)} files against published sha256")
     return 0

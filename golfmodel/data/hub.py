@@ -59,6 +59,9 @@ class MirrorNotFoundError(HubError, FileNotFoundError):
     """The local mirror folder (or its manifest) does not exist."""
 
 
+DownloadError = HubError  # alias: the name the pipeline's error list also accepts
+
+
 @dataclass(frozen=True, kw_only=True)
 class HubConfig:
     """Where to fetch the data from and how much of it."""
@@ -211,7 +214,9 @@ def parse_sha256sums(text: str, *, name: str) -> dict[str, str]:
     return sums
 
 
-def _check_hashes(path: Path, repo_path: str, expected: dict[str, str], *, remove_bad: bool) -> tuple[str, bool]:
+def _check_hashes(
+    path: Path, repo_path: str, expected: dict[str, str], *, remove_bad: bool
+) -> tuple[str, bool]:
     """sha256 of `path`; raise ChecksumError (removing the file) if it differs from any published hash."""
     actual = sha256_file(path)
     for origin, want in expected.items():
@@ -271,7 +276,11 @@ class _Mirror:
             digest, ok = _check_hashes(src, repo_path, known, remove_bad=False)
             return src, digest, ok
         want = next(iter(known.values()), None)
-        if not (dst.is_file() and dst.stat().st_size == src.stat().st_size and sha256_file(dst) == (want or sha256_file(src))):
+        if not (
+            dst.is_file()
+            and dst.stat().st_size == src.stat().st_size
+            and sha256_file(dst) == (want or sha256_file(src))
+        ):
             _copy_atomic(src, dst)
         digest, ok = _check_hashes(dst, repo_path, known, remove_bad=True)
         return dst, digest, ok
@@ -382,7 +391,9 @@ def _manifest_entries(manifest: dict[str, Any], cfg: HubConfig) -> tuple[dict[st
     tok_name = entry.get("tokenizer_name")
     tok = next((t for t in manifest.get("tokenizers") or [] if t.get("name") == tok_name), None)
     if tok is None:
-        raise HubError(f"{MANIFEST}: dataset {cfg.dataset_name} names tokenizer {tok_name!r}, which is not listed")
+        raise HubError(
+            f"{MANIFEST}: dataset {cfg.dataset_name} names tokenizer {tok_name!r}, which is not listed"
+        )
     tok_path = tok.get("model_path") or tok.get("path")
     if not tok_path:
         raise HubError(f"{MANIFEST}: tokenizer {tok_name!r} has no model_path")

@@ -152,7 +152,9 @@ class JsonlSource:
                 lines.append(line)
                 numbers.append(lineno)
                 if len(lines) == batch_docs:
-                    yield DocBatch(lines=lines, line_numbers=numbers, source=self.name, text_field=self.text_field)
+                    yield DocBatch(
+                        lines=lines, line_numbers=numbers, source=self.name, text_field=self.text_field
+                    )
                     lines, numbers = [], []
         if lines:
             yield DocBatch(lines=lines, line_numbers=numbers, source=self.name, text_field=self.text_field)
@@ -185,7 +187,9 @@ class ParquetSource:
             texts = rb.column(0).to_pylist()
             for i, t in enumerate(texts):
                 if not isinstance(t, str):
-                    raise DocumentError(f"{self.path}: row {row + i} column {self.text_column!r} is not a string")
+                    raise DocumentError(
+                        f"{self.path}: row {row + i} column {self.text_column!r} is not a string"
+                    )
             row += len(texts)
             yield DocBatch(texts=texts, source=self.name)
 
@@ -201,7 +205,9 @@ class IterableSource:
     def batches(self, batch_docs: int) -> Iterator[DocBatch]:
         texts: list[str] = []
         for i, rec in enumerate(self.records):
-            text = rec if isinstance(rec, str) else rec.get(self.text_field) if isinstance(rec, dict) else None
+            text = (
+                rec if isinstance(rec, str) else rec.get(self.text_field) if isinstance(rec, dict) else None
+            )
             if not isinstance(text, str):
                 raise DocumentError(f"{self.name}: document {i} has no string field {self.text_field!r}")
             texts.append(text)
@@ -540,11 +546,15 @@ def tokenise(source: DocumentSource, out_dir: str | Path, cfg: TokeniseConfig) -
         train_sentencepiece(texts, model_path, vocab_size=vocab, num_threads=max(1, workers))
     encoder = make_encoder(model_path)  # validates the model before any worker starts
     if vocab is not None and encoder.vocab_size != vocab:
-        raise ValueError(f"{model_path}: vocab size {encoder.vocab_size} does not match variant {cfg.variant}")
+        raise ValueError(
+            f"{model_path}: vocab size {encoder.vocab_size} does not match variant {cfg.variant}"
+        )
     _clear_stale_shards(out_dir)
     writers = {s: ShardWriter(out_dir, f"fineweb_{s}", cfg.shard_tokens) for s in ("val", "train")}
     try:
-        tasks = _split_tasks(source.batches(cfg.batch_docs), num_val_docs=cfg.num_val_docs, max_docs=cfg.max_docs)
+        tasks = _split_tasks(
+            source.batches(cfg.batch_docs), num_val_docs=cfg.num_val_docs, max_docs=cfg.max_docs
+        )
         initargs = (None if model_path is None else str(model_path),)
         counts = _run_pipeline(
             tasks, _encode_batch, _init_encoder, initargs, writers,

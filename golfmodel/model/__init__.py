@@ -11,7 +11,7 @@ The arm modules are imported when a model is built, so `golfmodel.model.config` 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -32,6 +32,7 @@ __all__ = [
 # tensors with more than 65,536 elements are int8 per row (2-D), smaller ones are kept as fp16,
 # except the control tensors (matched by name), which stay fp32.
 INT8_KEEP_FLOAT_MAX_NUMEL = 65_536
+INT8_BUFFERS = ("bigram_logprior",)  # 2-D buffers Q2BN stores as int8 rows
 CONTROL_TENSOR_PATTERNS = (
     "attn_scale",
     "attn_scales",
@@ -68,22 +69,36 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     raise ValueError(f"arm: unknown arm {cfg.arm!r}")
 
 
-def storage_kind(name: str, shape: tuple[int, ...], module: nn.Module, arm: str) -> str:
+def storage_kind(
+    name: str,
+    shape: tuple[int, ...],
+    module: nn.Module,
+    arm: str,
+    *,
+    keep_float_max_numel: int = INT8_KEEP_FLOAT_MAX_NUMEL,
+    keep_fp32_patterns: tuple[str, ...] = CONTROL_TENSOR_PATTERNS,
+) -> str:
     """Storage kind of a (non-alias) tensor named `name` owned by `module` (SPEC §4–5).
 
-    q2-geode: Q2Linear weights → "q2"; other matrices (embedding, untied head, bigram prior)
-    → "int8" rows; vectors (norm gains, log Δt, query gains) → "fp16". gpt-int8: the baseline's
-    rules (see CONTROL_TENSOR_PATTERNS).
+    q2-geode (the Q2BN packer's rules, golfmodel/q2bn/artifact.py): Q2Linear weights → "q2";
+    nn.Embedding / nn.Linear weights (embedding, untied head) and the bigram prior → "int8" rows;
+    everything else (norm gains, log Δt, query gains) → "fp16". gpt-int8 (the baseline's export,
+    golfmodel/q2bn/int8zlib.py): tensors of at most `keep_float_max_numel` elements stay float
+    (fp32 when the name matches `keep_fp32_patterns`, else fp16); larger ones are int8 ("int8"
+    per row for matrices, "int8-tensor" with one scale otherwise).
     """
     numel = math.prod(shape)
+    leaf = name.rpartition(".")[2]
     if arm == "q2-geode":
-        if _is_q2linear(module) and name.endswith("weight"):
+        if _is_q2linear(module) and leaf == "weight":
             return "q2"
-        return "int8" if len(shape) == 2 else "fp16"
-    if any(p in name for p in CONTROL_TENSOR_PATTERNS):
-        return "fp32"
-    if numel <= INT8_KEEP_FLOAT_MAX_NUMEL:
+        if len(shape) == 2 and (
+            (isinstance(module, nn.Embedding | nn.Linear) and leaf == "weight") or leaf in INT8_BUFFERS
+        ):
+            return "int8"
         return "fp16"
+    if numel <= keep_float_max_numel:
+        return "fp32" if any(p in name for p in keep_fp32_patterns) else "fp16"
     return "int8" if len(shape) == 2 else "int8-tensor"
 
 
@@ -112,15 +127,23 @@ def _payload_bytes(kind: str, shape: tuple[int, ...]) -> int:
     return 0  # alias
 
 
-def param_report(model: nn.Module) -> list[ParamRow]:
+def param_report(model: nn.Module, *, int8_config: Any = None) -> list[ParamRow]:
     """Per-tensor parameter and byte accounting of the stored model, in state-dict order.
 
     Bytes are the payload of each tensor at its storage kind (before compression, without record
     headers): q2 = 2 bits per weight + fp16 τ per row, int8 rows = 1 byte + fp16 scale per row,
     fp16 = 2 bytes, fp32 = 4 bytes, aliases (the tied head) 0. Q2Linear τ buffers are part of
     their weight's q2 record and are not listed. Works on meta-device models (shapes only).
+    int8_config: a gpt-int8 export config (`golfmodel.q2bn.int8zlib.Int8ZlibConfig`) whose
+    keep-float threshold and fp32 patterns replace the baseline's.
     """
     arm = model.config.arm
+    rules: dict[str, Any] = {}
+    if int8_config is not None:
+        rules = {
+            "keep_float_max_numel": int8_config.keep_float_max_numel,
+            "keep_fp32_patterns": tuple(int8_config.keep_fp32_patterns),
+        }
     owner: dict[str, nn.Module] = {}
     for mod_name, module in model.named_modules():
         for local, _ in list(module.named_parameters(recurse=False)) + list(
@@ -139,6 +162,6 @@ def param_report(model: nn.Module) -> list[ParamRow]:
             kind = "alias"
         else:
             seen[id(tensor)] = name
-            kind = storage_kind(name, shape, module, arm)
+            kind = storage_kind(name, shape, module, arm, **rules)
         rows.append(ParamRow(name, shape, numel, kind, _payload_bytes(kind, shape)))
     return rows

@@ -29,6 +29,7 @@ slightly differently, so keep a little slack (`code_bytes`, or a smaller budget)
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
 from collections.abc import Callable
@@ -47,12 +48,14 @@ MIN_WIDTH = 32  # 2 heads of 16
 MAX_WIDTH = 8192
 DEFAULT_MAX_DEPTH = {"q2-geode": 4, "gpt-int8": 9}
 DEFAULT_MLP_MULT = {"q2-geode": 8 / 3, "gpt-int8": 2.0}
-# Compressed / raw payload before any measurement (zstd on near-uniform 2-bit symbols gains
-# ~4%; zlib on int8 Gaussian rows ~10%). Only the starting point: confirmation measures it.
-PRIOR_RATIO = {"q2-geode": 0.97, "gpt-int8": 0.92}
+# Compressed / raw artifact before any measurement (measured on random models: zstd-22 gains
+# ~4% on Gaussian-row 2-bit symbols, zlib-9 ~8% on full-range int8 rows). Only the starting
+# point: confirmation measures it.
+PRIOR_RATIO = {"q2-geode": 0.96, "gpt-int8": 0.92}
 CONTAINER_BYTES = {"q2-geode": 2048, "gpt-int8": 4096}  # header JSON / pickle framing (estimate)
 MAX_CONFIRMS = 24  # packs per solve(); a 16 MB pack takes ~5-15 s on CPU
 DEPTH_TOLERANCE = 0.02  # a deeper model within 2% of the most parameters is preferred
+MLP_FILL_MAX = 1.5  # mlp_fill grows the MLP hidden layer to at most 1.5x its base (SwiGLU 8/3 -> 4)
 
 Packer = Callable[[nn.Module, Path], int]
 
@@ -119,14 +122,17 @@ class _Estimate:
     breakdown: dict[str, int]
 
 
-def estimate(cfg: ModelConfig) -> _Estimate:
-    """Exact parameter count and uncompressed artifact size of `cfg` (model built on the meta device)."""
+def estimate(cfg: ModelConfig, *, int8_config: Any = None) -> _Estimate:
+    """Exact parameter count and uncompressed artifact size of `cfg` (model built on the meta device).
+
+    int8_config: the gpt-int8 export config (`Int8ZlibConfig`) whose storage rules to follow.
+    """
     with torch.device("meta"):
         model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     breakdown: dict[str, int] = {}
     raw = CONTAINER_BYTES[cfg.arm]
-    for row in param_report(model):
+    for row in param_report(model, int8_config=int8_config):
         breakdown[row.kind] = breakdown.get(row.kind, 0) + row.bytes
         raw += row.bytes + 12 + len(row.name) + 4 * len(row.shape) + (2 if row.kind == "alias" else 0)
     return _Estimate(params, raw, breakdown)
@@ -183,10 +189,11 @@ def _pack_q2bn(model: nn.Module, path: Path) -> int:
     return pack_model(model, path, meta=_probe_meta(model), linear_kind="q2").compressed_bytes
 
 
-def _pack_int8zlib(model: nn.Module, path: Path) -> int:
-    from golfmodel.q2bn.int8zlib import pack_int8zlib
+def _pack_int8zlib(model: nn.Module, path: Path, int8_config: Any = None) -> int:
+    from golfmodel.q2bn.int8zlib import Int8ZlibConfig, pack_int8zlib
 
-    return pack_int8zlib(model, path, meta=_probe_meta(model)).compressed_bytes
+    cfg = int8_config or Int8ZlibConfig()
+    return pack_int8zlib(model, path, meta=_probe_meta(model), cfg=cfg).compressed_bytes
 
 
 DEFAULT_PACKERS: dict[str, Packer] = {"q2-geode": _pack_q2bn, "gpt-int8": _pack_int8zlib}
@@ -201,6 +208,10 @@ def measure(cfg: ModelConfig, packer: Packer | None = None, seed: int = 0) -> in
 
 
 Point = tuple[int, int, int]  # (depth, d_model, mlp hidden)
+
+
+class BudgetError(ValueError):
+    """No model of the arm fits the budget (the message gives the budget, code bytes and arm)."""
 
 
 class _Search:
@@ -218,11 +229,15 @@ class _Search:
         mlp_mult: float | None,
         mlp_fill: bool,
         packer: Packer | None,
+        int8_config: Any,
     ) -> None:
         self.arm, self.vocab, self.target = arm, vocab, target
         self.pattern, self.head_dim, self.bigram_prior = pattern, head_dim, bigram_prior
         self.mult = DEFAULT_MLP_MULT[arm] if mlp_mult is None else mlp_mult
         self.mlp_fill = mlp_fill
+        self.int8_config = int8_config
+        if packer is None and arm == "gpt-int8" and int8_config is not None:
+            packer = functools.partial(_pack_int8zlib, int8_config=int8_config)
         self.packer = packer
         self.widths = valid_widths(head_dim)
         self._est: dict[Point, _Estimate] = {}
@@ -230,6 +245,11 @@ class _Search:
 
     def base_hidden(self, d: int) -> int:
         return make_config(self.arm, self.vocab, d, 1, pattern=self.pattern, mlp_mult=self.mult).mlp_hidden
+
+    def max_hidden(self, d: int) -> int:
+        """The widest MLP mlp_fill may use: MLP_FILL_MAX x the base hidden width, in steps of 16."""
+        base = self.base_hidden(d)
+        return base + WIDTH_STEP * int((MLP_FILL_MAX - 1) * base // WIDTH_STEP)
 
     def config(self, p: Point) -> ModelConfig:
         depth, d, h = p
@@ -248,7 +268,7 @@ class _Search:
 
     def est(self, p: Point) -> _Estimate:
         if p not in self._est:
-            self._est[p] = estimate(self.config(p))
+            self._est[p] = estimate(self.config(p), int8_config=self.int8_config)
         return self._est[p]
 
     def fits_est(self, p: Point, ratio: float) -> bool:
@@ -284,10 +304,11 @@ class _Search:
             return h
         step = self.est((depth, d, h + WIDTH_STEP)).raw_bytes - self.est((depth, d, h)).raw_bytes
         room = self.target / ratio - self.est((depth, d, h)).raw_bytes
-        h += WIDTH_STEP * max(0, int(room // max(step, 1)))
+        cap = self.max_hidden(d)
+        h = min(cap, h + WIDTH_STEP * max(0, int(room // max(step, 1))))
         while h > self.base_hidden(d) and not self.fits_est((depth, d, h), ratio):
             h -= WIDTH_STEP
-        while self.fits_est((depth, d, h + WIDTH_STEP), ratio):
+        while h + WIDTH_STEP <= cap and self.fits_est((depth, d, h + WIDTH_STEP), ratio):
             h += WIDTH_STEP
         return h
 
@@ -316,13 +337,21 @@ class _Search:
                     i += 1
                 return (depth, self.widths[i], base(self.widths[i]))
             p = (depth, d, self.top_up(depth, d, ratio))
+            for _ in range(3):  # re-aim the MLP width with the measured compression ratio
+                q = (depth, d, self.top_up(depth, d, self.ratio_at(p)))
+                if q == p:
+                    break
+                p = q
             while self.real(p) > self.target and p[2] > self.base_hidden(d):
                 p = (depth, d, p[2] - WIDTH_STEP)  # walk the MLP down, not below its base width
             if self.real(p) > self.target:
                 ratio = self.ratio_at(p)
                 i -= 1  # even the base MLP is too big at this width: next narrower width
                 continue
-            while self.real((depth, d, p[2] + WIDTH_STEP)) <= self.target:
+            while (
+                p[2] + WIDTH_STEP <= self.max_hidden(d)
+                and self.real((depth, d, p[2] + WIDTH_STEP)) <= self.target
+            ):
                 p = (depth, d, p[2] + WIDTH_STEP)
             return p
         return None
@@ -343,14 +372,17 @@ def solve(
     max_depth: int | None = None,
     confirm: bool = True,
     packer: Packer | None = None,
+    int8_config: Any = None,
 ) -> Plan:
     """Largest model of `arm` (by params) whose artifact + `code_bytes` fits `budget_bytes`.
 
     groups: fixed depth (Geode groups for q2-geode, layers for gpt-int8); None searches
     1..max_depth (default 4 groups / 9 layers). mlp_mult: base MLP ratio (arm default 8/3 SwiGLU,
     2 relu²); mlp_fill widens the MLP hidden layer in steps of 16 into the bytes the width step
-    leaves over. confirm=False skips the real packer and reports the estimate. Raises ValueError
-    when not even the smallest model (width 32, depth 1) fits.
+    leaves over. confirm=False skips the real packer and reports the estimate. packer(model, path)
+    -> compressed bytes replaces the arm's packer; int8_config (an `Int8ZlibConfig`) sets the
+    gpt-int8 export rules for both the estimate and the packer. Raises BudgetError when no model
+    (width 32, depth 1 at least) fits.
     """
     if arm not in ARMS:
         raise ValueError(f"arm: must be one of {ARMS}, got {arm!r}")
@@ -369,6 +401,7 @@ def solve(
         mlp_mult=mlp_mult,
         mlp_fill=mlp_fill,
         packer=packer,
+        int8_config=int8_config,
     )
     prior = PRIOR_RATIO[arm]
 
@@ -383,7 +416,7 @@ def solve(
 
     candidates = ranked(prior)
     if not candidates:
-        raise ValueError(
+        raise BudgetError(
             f"budget_bytes: {budget_bytes} (code {code_bytes}) cannot hold even a width-{MIN_WIDTH} "
             f"{arm} model at vocab {vocab}"
         )
@@ -412,7 +445,7 @@ def solve(
         ratio = search.ratio_at(p)  # re-aim the other depths with the measured compression
         fits.append((search.est(p).params, p))
     if not fits:
-        raise ValueError(f"budget_bytes: {budget_bytes} (code {code_bytes}) fits no confirmed {arm} model")
+        raise BudgetError(f"budget_bytes: {budget_bytes} (code {code_bytes}) fits no confirmed {arm} model")
     _, p = _choose(fits)
     e = search.est(p)
     return _plan(

@@ -74,58 +74,71 @@ def fake_quant(w: Tensor, tau: Tensor, masked: bool = True) -> Tensor:
 # --- τ fitting -------------------------------------------------------------------------------
 
 
-def _row_weights(w: Tensor, act_weight: Tensor | None) -> Tensor:
-    """Per-element error weights (rows, in) in float64: act_weight broadcast over rows, or ones."""
+def _check_act_weight(w: Tensor, act_weight: Tensor | None) -> Tensor | None:
+    """act_weight as float64 (in,) on w's device, validated; None stays None (unweighted)."""
     if act_weight is None:
-        return torch.ones_like(w, dtype=torch.float64)
+        return None
     a = act_weight.to(device=w.device, dtype=torch.float64)
     if a.shape != (w.shape[1],):
         raise ValueError(f"act_weight must have shape ({w.shape[1]},), got {tuple(a.shape)}")
     if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
         raise ValueError("act_weight must be finite and non-negative")
-    return a.expand(w.shape[0], -1)
+    return a
 
 
 class _RowStats:
-    """Sorted |w| with prefix sums of a, a|w|, so E(τ) of any partition costs O(1) per row."""
+    """Sorted |w| with prefix sums of a and a|w| (float64), so E(τ) of any partition costs O(1).
 
-    def __init__(self, w: Tensor, a: Tensor) -> None:
-        u, order = torch.sort(w.abs(), dim=1, stable=True)  # (R, n); sums below are float64
+    With the k smallest |w| on the inner level (τ/2) and the rest on the outer one (3τ/2):
+    E_k(τ) = S2 - τ·B_k + τ²·C_k, B_k = 3·T - 2·Σ_{j<k} a_j u_j, C_k = 2.25·A - 2·Σ_{j<k} a_j,
+    where T = Σ a u, A = Σ a, S2 = Σ a u². Unweighted rows use a = 1 without materialising it.
+    """
+
+    def __init__(self, w: Tensor, a: Tensor | None) -> None:
+        u, order = torch.sort(w.abs(), dim=1, stable=True)  # (R, n)
         u = u.to(torch.float64)
-        a = torch.gather(a, 1, order)  # (R, n) weights in sorted order
         zero = torch.zeros_like(u[:, :1])
+        if a is None:
+            n = u.shape[1]
+            self.cum_a = torch.arange(n + 1, dtype=torch.float64, device=u.device).expand(u.shape[0], -1)
+            self.cum_au = torch.cat([zero, u.cumsum(1)], 1)  # (R, n+1)
+            self.s2 = (u * u).sum(1, keepdim=True)
+        else:
+            a = a[order]  # (R, n) weights in sorted order
+            self.cum_a = torch.cat([zero, a.cumsum(1)], 1)  # (R, n+1): Σ a over the k smallest
+            self.cum_au = torch.cat([zero, (a * u).cumsum(1)], 1)
+            self.s2 = (a * u * u).sum(1, keepdim=True)  # (R, 1)
         self.u = u
-        self.cum_a = torch.cat([zero, a.cumsum(1)], 1)  # (R, n+1): Σ a over the k smallest
-        self.cum_au = torch.cat([zero, (a * u).cumsum(1)], 1)  # (R, n+1)
-        self.s2 = (a * u * u).sum(1, keepdim=True)  # (R, 1)
 
     def coeffs(self, k: Tensor) -> tuple[Tensor, Tensor]:
-        """B_k, C_k with E = S2 - τ·B_k + τ²·C_k when the k smallest |w| are in the inner level."""
-        a_lo = torch.gather(self.cum_a, 1, k)
-        au_lo = torch.gather(self.cum_au, 1, k)
-        a_hi = self.cum_a[:, -1:] - a_lo
-        au_hi = self.cum_au[:, -1:] - au_lo
-        # inner level 0.5τ: (u - τ/2)²; outer level 1.5τ: (u - 3τ/2)²
-        return au_lo + 3.0 * au_hi, 0.25 * a_lo + 2.25 * a_hi
+        """B_k, C_k (R, M) for partitions k (R, M)."""
+        b = 3.0 * self.cum_au[:, -1:] - 2.0 * torch.gather(self.cum_au, 1, k)
+        c = 2.25 * self.cum_a[:, -1:] - 2.0 * torch.gather(self.cum_a, 1, k)
+        return b, c
 
     def error(self, tau: Tensor) -> Tensor:
         """Weighted squared error (R, M) of candidate τ (R, M)."""
-        k = torch.searchsorted(self.u, tau.to(torch.float64).contiguous(), right=True)  # #(|w| <= τ)
+        t = tau.to(torch.float64).contiguous()
+        k = torch.searchsorted(self.u, t, right=True)  # #(|w| <= τ): the partition τ induces
         b, c = self.coeffs(k)
-        t = tau.to(torch.float64)
         return self.s2 - t * b + t * t * c
 
 
 def _exact_tau(st: _RowStats) -> Tensor:
-    """Global minimiser of the continuous piecewise-quadratic E(τ) per row (R,) float64."""
-    r, n = st.u.shape
-    k = torch.arange(n + 1, device=st.u.device).expand(r, -1)  # (R, n+1) partitions
-    b, c = st.coeffs(k)
-    lo = torch.cat([torch.zeros_like(st.u[:, :1]), st.u], 1)  # piece k holds τ in [u_{k-1}, u_k]
-    hi = torch.cat([st.u, torch.full_like(st.u[:, :1], FP16_MAX)], 1)
-    stat = torch.where(c > 0, b / (2.0 * c).clamp_min(1e-300), lo)  # stationary point of the piece
-    tau = torch.minimum(torch.maximum(stat, lo), hi)  # (R, n+1)
-    e = st.s2 - tau * b + tau * tau * c
+    """Global minimiser of the continuous piecewise-quadratic E(τ) per row (R,) float64.
+
+    Piece k holds τ in [u_{k-1}, u_k]; its minimum is its stationary point B_k / 2C_k clipped to
+    the piece; the best piece wins. (Between pieces the slope drops by 2u, so no corner is a
+    minimum, but clipping keeps the search robust to rounding at the piece ends.)
+    """
+    b = 3.0 * st.cum_au[:, -1:] - 2.0 * st.cum_au  # (R, n+1)
+    c = 2.25 * st.cum_a[:, -1:] - 2.0 * st.cum_a  # (R, n+1), > 0 unless every weight a is 0
+    tau = b / (2.0 * c).clamp_min(1e-300)
+    tau[:, 1:] = torch.maximum(tau[:, 1:], st.u)  # lower end u_{k-1}
+    tau[:, :-1] = torch.minimum(tau[:, :-1], st.u)  # upper end u_k
+    tau[:, -1].clamp_(max=FP16_MAX)
+    e = tau * c  # E - S2 = τ·(τ·C - B), built in place
+    e.sub_(b).mul_(tau)
     best = e.argmin(1, keepdim=True)
     return torch.gather(tau, 1, best)[:, 0]
 
@@ -168,11 +181,12 @@ def fit_tau(
         return torch.empty(0, device=w.device)
     if n == 0:
         return torch.full((out,), FP16_MIN_NORMAL, device=w.device)
+    a = _check_act_weight(w, act_weight)
     rows = max(1, _CHUNK_ELEMS // max(n, 1))
     taus = []
     for i in range(0, out, rows):  # loop over row chunks only, to bound memory
         wc = w[i : i + rows]
-        st = _RowStats(wc, _row_weights(wc, act_weight))
+        st = _RowStats(wc, a)
         if multipliers is None:
             best = _exact_tau(st)
         else:
@@ -185,9 +199,9 @@ def fit_tau(
 
 def row_error(w: Tensor, tau: Tensor, act_weight: Tensor | None = None) -> Tensor:
     """Weighted squared quantisation error per row (out,) float64, computed directly."""
-    a = _row_weights(w, act_weight)
+    a = _check_act_weight(w, act_weight)
     d = (w.double() - dequant(symbols(w, tau), tau).double()) ** 2
-    return (a * d).sum(1)
+    return (d if a is None else d * a).sum(1)
 
 
 # --- Gray code and packing ---------------------------------------------------------------------

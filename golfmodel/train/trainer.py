@@ -673,4 +673,10 @@ def train(job: TrainJob, env: DistEnv | None = None, *, resume: bool | None = No
     """
     env = env or DistEnv()
     os.makedirs(job.out_dir, exist_ok=True)
-    return Trainer(job, env, resume=resume).run()
+    # process-wide torch settings the Trainer changes are restored, so an in-process run leaves no trace
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return Trainer(job, env, resume=resume).run()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)

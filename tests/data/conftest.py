@@ -32,7 +32,7 @@ class HubServer:
     repo_id: str = REPO_ID
     commit: str = COMMIT
     url: str = ""
-    requests: list[tuple[str, str, int, str]] = field(default_factory=list)  # (method, repo path, status, rev)
+    requests: list[tuple[str, str, int, str]] = field(default_factory=list)  # (method, path, status, rev)
     corrupt: dict[str, bytes] = field(default_factory=dict)  # repo path -> body served instead
     fail_503: dict[str, int] = field(default_factory=dict)  # repo path -> 503s left to send
 
@@ -134,3 +134,14 @@ def tokenised_sample(tmp_path_factory: pytest.TempPathFactory, docs_jsonl: Path,
         variant="sp1024", tokenizer_path=sp_model_path, num_val_docs=0, workers=2, progress=False
     )
     return tokenise(JsonlSource(path=docs_jsonl), out, cfg)
+
+
+@pytest.fixture(scope="session")
+def byte260_sample(
+    tmp_path_factory: pytest.TempPathFactory, val_shard: Path, train_shard: Path, sp_model_path: Path
+):
+    """The sample's sp1024 val and train shards converted to byte260 once."""
+    from golfmodel.data.tokenise import convert_sp_to_byte260
+
+    out = tmp_path_factory.mktemp("byte260")
+    return convert_sp_to_byte260([val_shard], [train_shard], sp_model_path, out, workers=2, progress=False)

@@ -30,13 +30,17 @@ def _hub_cfg(url: str, **kw) -> HubConfig:
 
 
 def _copy_sample(sample_root: Path, dest: Path, *, skip: str | None = None) -> Path:
-    shutil.copytree(sample_root, dest, ignore=lambda d, names: [n for n in names if skip and n == Path(skip).name])
+    shutil.copytree(
+        sample_root, dest, ignore=lambda d, names: [n for n in names if skip and n == Path(skip).name]
+    )
     for p in dest.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dest
 
 
-def test_hub_download_matches_sample_and_records_commit(hub_server, sample_root: Path, tmp_path: Path) -> None:
+def test_hub_download_matches_sample_and_records_commit(
+    hub_server, sample_root: Path, tmp_path: Path
+) -> None:
     """The hub client fetches manifest, shards, tokenizer and docs byte-identical, pinned to X-Repo-Commit."""
     res = download(_hub_cfg(hub_server.url, include_docs=True), tmp_path / "dl")
     assert res.revision == COMMIT

@@ -1,0 +1,135 @@
+"""The data stages (download → tokenise → bigram) as a flow on a real Prefect server: the caching rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = ["download", "tokenise", "bigram"]
+ALL_CACHED = {s: "Cached" for s in DATA}
+ALL_COMPUTED = {s: "Completed" for s in DATA}
+
+
+def test_first_run_computes_and_rerun_skips_every_stage(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """A fresh run computes the three stages; an unchanged re-run shows all three as Cached."""
+    s = flows.settings("test", tmp_path)
+    state, first = flows.run(s, stages=DATA)
+    assert state.is_completed() and first == ALL_COMPUTED
+    state, second = flows.run(s, stages=DATA)
+    assert state.is_completed() and second == ALL_CACHED
+
+
+def test_changed_setting_reruns_that_stage_and_downstream(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """tokeniser.variant=byte260 re-runs tokenise and bigram; download stays cached."""
+    flows.run(flows.settings("test", tmp_path), stages=DATA)
+    state, states = flows.run(flows.settings("test", tmp_path, "tokeniser.variant=byte260"), stages=DATA)
+    assert state.is_completed()
+    assert states == {"download": "Cached", "tokenise": "Completed", "bigram": "Completed"}
+
+
+def test_rerun_with_identical_output_keeps_downstream_cached(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """data.val_shards=1 re-runs download; it fetches the same bytes, so downstream stays cached."""
+    flows.run(flows.settings("test", tmp_path), stages=DATA)
+    state, states = flows.run(flows.settings("test", tmp_path, "data.val_shards=1"), stages=DATA)
+    assert state.is_completed()
+    assert states == {"download": "Completed", "tokenise": "Cached", "bigram": "Cached"}
+
+
+def test_deleted_output_reruns_its_stage(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """Deleting the bigram table re-runs bigram only, and the table is back."""
+    s = flows.settings("test", tmp_path)
+    state, _ = flows.run(s, stages=DATA)
+    table = next((tmp_path / "cache" / "bigram").glob("*/logprob.npy"))
+    table.unlink()
+    state, states = flows.run(s, stages=DATA)
+    assert states == {"download": "Cached", "tokenise": "Cached", "bigram": "Completed"} and table.exists()
+
+
+def test_unselected_upstream_comes_from_the_cache(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """--stages bigram uses the cached download and tokenise records without running them."""
+    s = flows.settings("test", tmp_path)
+    flows.run(s, stages=DATA)
+    state, states = flows.run(s, stages=["bigram"], force=["bigram"])
+    assert state.is_completed() and states == {"bigram": "Completed"}
+
+
+def test_unselected_upstream_missing_fails_naming_it(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """--stages bigram on an empty cache fails, naming the stage that is not cached."""
+    state, states = flows.run(flows.settings("test", tmp_path), stages=["bigram"])
+    assert state.is_failed() and "'download' is not cached" in state.message and states == {}
+
+
+def test_missing_mirror_fails_with_a_clear_message(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """A mirror folder that does not exist fails the download task with its path in one line."""
+    s = flows.settings("test", tmp_path, f"data.mirror={tmp_path / 'nosuch'}")
+    state, states = flows.run(s, stages=DATA)
+    assert state.is_failed() and states == {"download": "Failed"}
+    assert "nosuch" in state.message and "\n" not in state.message and "Traceback" not in state.message
+
+
+def test_corrupt_shard_fails_naming_the_file(flows, tmp_path: Path, sample_root: Path) -> None:  # noqa: ANN001
+    """A mirror whose val shard has a bad magic fails the download, naming the file and the fault."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(sample_root, mirror)
+    shard = mirror / "datasets" / "datasets" / "fineweb10B_sp1024" / "fineweb_val_000000.bin"
+    shard.chmod(0o644)
+    data = bytearray(shard.read_bytes())
+    data[0:4] = np.int32(12345).tobytes()
+    shard.write_bytes(bytes(data))
+    (mirror / "SHA256SUMS").chmod(0o644)
+    (mirror / "SHA256SUMS").unlink()  # no published hash: the shard reader must catch it
+    state, states = flows.run(flows.settings("test", tmp_path / "art", f"data.mirror={mirror}"), stages=DATA)
+    assert state.is_failed() and states == {"download": "Failed"}
+    assert "fineweb_val_000000.bin" in state.message and "magic" in state.message
+
+
+def test_run_records_stages_in_the_run_folder(flows, tmp_path: Path) -> None:  # noqa: ANN001
+    """The run folder holds settings, provenance, records and a report.json with per-stage status."""
+    state, _ = flows.run(flows.settings("test", tmp_path), stages=DATA)
+    run = Path(state.result()["run_dir"])
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["stages"]) == set(DATA) and report["bigram_bpb"] > 0
+    assert {p.name for p in (run / "records").iterdir()} == {f"{s}.json" for s in DATA}
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["data"]["source"].startswith("mirror:") and (run / "settings.json").exists()
+
+
+def test_cli_data_stages_print_bigram_bpb_and_report(prefect_server: str, sample_root: Path, shared_artifacts: Path) -> None:
+    """`golf run --preset smoke --stages download,tokenise,bigram` with the mirror writes shards and the
+    bigram table, prints the bigram bpb, and ends stdout with `report: <absolute run folder>`."""
+    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts)}
+    cmd = [sys.executable, "-m", "golf.flows.cli", "run", "--preset", "smoke", "--stages", "download,tokenise,bigram"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith("report: /") and Path(lines[-1].removeprefix("report: ")).is_dir()
+    assert any(line.startswith("bigram bpb: ") for line in lines)
+    assert list((shared_artifacts / "cache" / "tokenise").glob("*/fineweb_train_000000.bin"))
+    assert list((shared_artifacts / "cache" / "bigram").glob("*/logprob.npy"))
+
+
+def test_retry_condition_accepts_network_faults_only() -> None:
+    """The download task retries a connection error but not a 404-like hub error."""
+    from prefect.states import Failed
+
+    from golf.tasks.download import retry_on_network_fault
+    from golfmodel.data.hub import HubError
+
+    assert retry_on_network_fault(None, None, Failed(data=ConnectionError("reset")))  # type: ignore[arg-type]
+    assert not retry_on_network_fault(None, None, Failed(data=HubError("404 not found")))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stage", DATA)
+def test_data_stage_tasks_have_one_line_docstrings(stage: str) -> None:
+    """Each stage task says what it does in one line (it is what the UI shows)."""
+    import importlib
+
+    task = getattr(importlib.import_module(f"golf.tasks.{stage}"), stage)
+    assert task.fn.__doc__ and "\n" not in task.fn.__doc__.strip()
