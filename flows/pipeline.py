@@ -25,7 +25,7 @@ from prefect.states import Failed, State
 from golf.settings import Settings
 from golf.tasks import bigram, download, pack, recalibrate, report, size_check, tokenise, train, validate
 from golf.tasks.cache import StageRecord
-from golf.tasks.common import TRACE_LOGGER, StageFailed, cache_for
+from golf.tasks.common import TRACE_LOGGER, StageFailed, cache_for, quiet_failed_state_log
 from golf.tasks.runs import RunDir, finish_report
 from golf.tasks.stages import UPSTREAM, needed_stages, select_stages, stage_config
 
@@ -134,6 +134,7 @@ def _attach_run_log(path: Path) -> logging.Handler:
     handler.setLevel(logging.DEBUG)
     for name in _RUN_LOGGERS:
         logging.getLogger(name).addHandler(handler)
+    logging.getLogger("prefect.task_runs").addFilter(quiet_failed_state_log)
     trace = logging.getLogger(TRACE_LOGGER)
     trace.setLevel(logging.DEBUG)
     trace.propagate = False
@@ -141,6 +142,7 @@ def _attach_run_log(path: Path) -> logging.Handler:
 
 
 def _detach_run_log(handler: logging.Handler) -> None:
+    logging.getLogger("prefect.task_runs").removeFilter(quiet_failed_state_log)
     for name in _RUN_LOGGERS:
         logging.getLogger(name).removeHandler(handler)
     handler.close()

@@ -59,6 +59,16 @@ class StageFailed(RuntimeError):
     """A stage failed; the message is the one line the UI log shows."""
 
 
+def quiet_failed_state_log(record: logging.LogRecord) -> bool:
+    """Logging filter: drop Prefect's "Task run failed with state" echo (with its empty traceback).
+
+    A stage that returns a Failed state has already logged its one-line reason; Prefect's echo
+    adds the same text plus a "NoneType: None" traceback line. Exceptions (bugs) still log in full.
+    """
+    no_exception = record.exc_info is None or record.exc_info[0] is None
+    return not (no_exception and record.getMessage().startswith("Task run failed with state"))
+
+
 def cache_for(settings: Settings) -> StageCache:
     """The stage cache under `pipeline.artifacts_dir`."""
     return StageCache(Path(settings.pipeline.artifacts_dir) / "cache")
@@ -79,7 +89,7 @@ def failed(stage: str, exc: BaseException) -> State[Any]:
     first = text.splitlines()[0]
     log.error("%s failed: %s", stage, text)
     logging.getLogger(TRACE_LOGGER).debug("%s failed", stage, exc_info=exc)
-    return Failed(message=f"{stage}: {first}", data=StageFailed(f"{stage}: {first}"))
+    return Failed(message=f"{stage}: {first}", data=exc)
 
 
 def cached_stage(
@@ -90,11 +100,11 @@ def cached_stage(
     *,
     resume: bool = False,
     force: bool = False,
-    reraise: Callable[[BaseException], bool] | None = None,
 ) -> StageRecord | State[Any]:
     """Serve `stage` from the cache (a Cached state) or compute it (its record); Failed on a stage error.
 
-    `reraise(exc)` True lets an error propagate (e.g. a network fault, for the task's retry policy).
+    The Failed state carries the exception as its data, so a task's `retry_condition_fn` can
+    decide on it (the download task retries network faults).
     """
     log = logger()
     try:
@@ -102,9 +112,6 @@ def cached_stage(
             stage, stage_config(stage, settings), upstream, compute, resume=resume, force=force
         )
     except stage_errors() as e:
-        if reraise is not None and reraise(e):
-            log.warning("%s: %s (will retry)", stage, str(e).splitlines()[0] if str(e) else type(e).__name__)
-            raise
         return failed(stage, e)
     if hit:
         log.info("%s: cached (%s)", stage, record.dir)

@@ -14,7 +14,6 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
-from prefect.runtime import task_run as current_task_run
 from prefect.states import State
 
 from golf.settings import Settings
@@ -35,7 +34,7 @@ def is_network_fault(exc: BaseException) -> bool:
 
 def retry_on_network_fault(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Prefect retry condition: retry only when the attempt failed on a network fault."""
-    exc = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+    exc = state.data  # a stage's Failed state carries its exception (golf.tasks.common.failed)
     return isinstance(exc, BaseException) and is_network_fault(exc)
 
 
@@ -70,8 +69,4 @@ def fetch(settings: Settings, work: Path) -> StageResult:
 )
 def download(settings: Settings, force: bool = False) -> Any:
     """Fetch the challenge data (hub at a pinned revision, or a local mirror), sha256-verified."""
-    retries_left = current_task_run.run_count <= RETRIES  # the last attempt fails cleanly, without a traceback
-    return cached_stage(
-        "download", settings, {}, lambda work: fetch(settings, work), resume=True, force=force,
-        reraise=is_network_fault if retries_left else None,
-    )  # fmt: skip
+    return cached_stage("download", settings, {}, lambda work: fetch(settings, work), resume=True, force=force)

@@ -8,11 +8,21 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from golf.settings import Settings, settings_hash
-from golf.tasks.cache import StageRecord, StageResult
+from golf.settings import Settings
+from golf.tasks.cache import StageRecord, StageResult, sha256_json
 from golf.tasks.common import cached_stage
+from golf.tasks.stages import needed_stages, stage_config
 
 ARTIFACT = {"q2-geode": "model.q2bn", "gpt-int8": "model.int8.ptz"}
+
+
+def artifact_settings_hash(settings: Settings) -> str:
+    """Hash of the settings that shaped the artifact (the stages up to pack), for its header.
+
+    Not the hash of every setting: an eval or housekeeping change must not alter the artifact's
+    bytes (the pack stage stays cached, and so does everything scored on it).
+    """
+    return sha256_json({s: stage_config(s, settings) for s in needed_stages(["pack"])})
 
 
 def pack_artifact(settings: Settings, recalibrate: StageRecord, work: Path) -> StageResult:
@@ -23,7 +33,8 @@ def pack_artifact(settings: Settings, recalibrate: StageRecord, work: Path) -> S
 
     model, _ = load_final(recalibrate.path(recalibrate.values["final"]))
     arm = model.config.arm
-    meta = {"tokenizer": recalibrate.values.get("tokenizer", ""), "settings_hash": settings_hash(settings)}
+    tokenizer = {"id": recalibrate.values["tokenizer"], "vocab_size": model.config.vocab_size}
+    meta = {"tokenizer": tokenizer, "settings_hash": artifact_settings_hash(settings)}
     path = work / ARTIFACT[arm]
     if arm == "gpt-int8":
         res = pack_int8zlib(model, path, meta=meta)

@@ -108,7 +108,10 @@ class BenchConfig:
         check(0 < self.ablation_scale <= 1, f"ablation_scale must be in (0, 1], got {self.ablation_scale}")
         check(self.val_points >= 0, f"val_points must be >= 0, got {self.val_points}")
         check(0 <= self.min_fill <= 1, f"min_fill must be in [0, 1], got {self.min_fill}")
-        check(self.recalibrate in ("off", "mse", "act"), f"recalibrate must be off|mse|act, got {self.recalibrate!r}")
+        check(
+            self.recalibrate in ("off", "mse", "act"),
+            f"recalibrate must be off|mse|act, got {self.recalibrate!r}",
+        )
         for name in self.ablations:
             parse_ablation(name)  # raises with the list of known names
 
@@ -145,7 +148,9 @@ def parse_ablation(spec: str) -> Ablation:
     """`NAME` or `qat-start=F` → Ablation; raises ValueError naming the known ablations."""
     name, _, arg = spec.partition("=")
     if name == "gqa-only":
-        return Ablation(name=spec, description="all-GQA groups (GGGG) at equal bytes", model={"pattern": "GGGG"})
+        return Ablation(
+            name=spec, description="all-GQA groups (GGGG) at equal bytes", model={"pattern": "GGGG"}
+        )
     if name == "oneshot-qat":
         return Ablation(name=spec, description="QAT on for every group at once", qat={"progressive": False})
     if name == "qat-start":
@@ -169,8 +174,14 @@ def parse_ablation(spec: str) -> Ablation:
     if name == "recal-act":
         return Ablation(name=spec, description="τ recalibration weighted by activations", recalibrate="act")
     if name == "bigram":
-        return Ablation(name=spec, description="bigram log-prior in the logits, at equal bytes", model={"bigram_prior": True})
-    raise ValueError(f"unknown ablation {spec!r}; known: {', '.join(ABLATION_NAMES)} (qat-start=F, tau-std=M), all")
+        return Ablation(
+            name=spec,
+            description="bigram log-prior in the logits, at equal bytes",
+            model={"bigram_prior": True},
+        )
+    raise ValueError(
+        f"unknown ablation {spec!r}; known: {', '.join(ABLATION_NAMES)} (qat-start=F, tau-std=M), all"
+    )
 
 
 def expand_ablations(names: Sequence[str]) -> tuple[str, ...]:
@@ -206,7 +217,7 @@ class BenchData:
 
 
 def shard_variant(path: str | Path) -> str:
-    """"byte260" or "sp<V>" from the official folder name `fineweb10B_<variant>`; "sp1024" if it says neither."""
+    """The variant (byte260, sp<V>) named by the official folder `fineweb10B_<variant>`; sp1024 if none."""
     for part in reversed(Path(path).parts[:-1]):
         if part.startswith("fineweb10B_"):
             return part.removeprefix("fineweb10B_")
@@ -235,16 +246,22 @@ def prepare_data(
     train = [Path(p) for p in train_shards]
     val = [Path(p) for p in val_shards]
     if not train or not val:
-        raise ValueError(f"the bench needs training and validation shards (got {len(train)} train, {len(val)} val)")
+        raise ValueError(
+            f"the bench needs training and validation shards (got {len(train)} train, {len(val)} val)"
+        )
     src = input_variant or shard_variant(val[0])
     sp_hash = sha256_file(sp_model) if sp_model is not None and Path(sp_model).exists() else None
     if src == "byte260":
         if variant != "byte260":
-            raise ValueError("byte260 shards cannot be scored as sp1024: pass sp1024 shards for --variant sp1024")
+            raise ValueError(
+                "byte260 shards cannot be scored as sp1024: pass sp1024 shards for --variant sp1024"
+            )
         out_train, out_val = train, val
     elif variant == "byte260":
         if sp_hash is None:
-            raise ValueError(f"decoding {src} shards to byte260 needs the sentencepiece model (got {sp_model})")
+            raise ValueError(
+                f"decoding {src} shards to byte260 needs the sentencepiece model (got {sp_model})"
+            )
         key = sha256_json({"train": _hash_files(train), "val": _hash_files(val), "sp": sp_hash})[:16]
         dest = Path(out_dir) / f"byte260-{key}"
         done = dest / "done.json"
@@ -308,7 +325,13 @@ def steps_for(tokens: int, global_batch_tokens: int) -> int:
 
 
 def solve_shape(
-    arm: str, vocab: int, cfg: BenchConfig, cache_path: Path, *, pattern: str = "GCCC", bigram_prior: bool = False
+    arm: str,
+    vocab: int,
+    cfg: BenchConfig,
+    cache_path: Path,
+    *,
+    pattern: str = "GCCC",
+    bigram_prior: bool = False,
 ) -> dict[str, Any]:
     """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source)."""
     from golfmodel.model import budget
@@ -452,7 +475,9 @@ def _budget(kind_tokens: int, cfg: BenchConfig, scale: float) -> tuple[int | Non
     return steps * cfg.global_batch_tokens, steps, None
 
 
-def plan_arms(cfg: BenchConfig, data: BenchData, out_dir: Path) -> tuple[list[ArmPlan], list[tuple[Ablation, ArmPlan]]]:
+def plan_arms(
+    cfg: BenchConfig, data: BenchData, out_dir: Path
+) -> tuple[list[ArmPlan], list[tuple[Ablation, ArmPlan]]]:
     """Shapes and budgets of the three main arms and of each ablation (and its default reference)."""
     solver_cache = out_dir / "solver.json"
     q2 = solve_shape("q2-geode", data.vocab_size, cfg, solver_cache)
@@ -460,10 +485,14 @@ def plan_arms(cfg: BenchConfig, data: BenchData, out_dir: Path) -> tuple[list[Ar
     q2_model, i8_model = _model_config(q2, cfg), _model_config(i8, cfg)
     p_q2, p_i8 = _param_count(q2_model), _param_count(i8_model)
 
-    def arm_plan(name: str, kind: str, model: dict[str, Any], params: int, solver: dict[str, Any], scale: float) -> ArmPlan:
+    def arm_plan(
+        name: str, kind: str, model: dict[str, Any], params: int, solver: dict[str, Any], scale: float
+    ) -> ArmPlan:
         tokens = cfg.int8_tokens if kind == "gpt-int8" else matched_tokens(cfg.int8_tokens, p_i8, params)
         t, s, sec = _budget(tokens, cfg, scale)
-        return ArmPlan(name=name, kind=kind, model=model, params=params, tokens=t, steps=s, seconds=sec, solver=solver)
+        return ArmPlan(
+            name=name, kind=kind, model=model, params=params, tokens=t, steps=s, seconds=sec, solver=solver
+        )
 
     main = [
         arm_plan("q2-geode", "q2-geode", q2_model, p_q2, q2, 1.0),
@@ -488,7 +517,9 @@ def plan_arms(cfg: BenchConfig, data: BenchData, out_dir: Path) -> tuple[list[Ar
                 )
                 model = _model_config(solver, cfg)
                 params = _param_count(model)
-            ablations.append((ab, arm_plan(f"q2-geode+{ab.name}", "q2-geode", model, params, solver, cfg.ablation_scale)))
+            ablations.append(
+                (ab, arm_plan(f"q2-geode+{ab.name}", "q2-geode", model, params, solver, cfg.ablation_scale))
+            )
     return main, ablations
 
 
@@ -516,7 +547,9 @@ def _probes(plans: Sequence[ArmPlan], cfg: BenchConfig, out_dir: Path) -> dict[s
     return probes
 
 
-def make_job(plan: ArmPlan, cfg: BenchConfig, data: BenchData, *, seed: int, val_every: int, ablation: Ablation | None) -> dict[str, Any]:
+def make_job(
+    plan: ArmPlan, cfg: BenchConfig, data: BenchData, *, seed: int, val_every: int, ablation: Ablation | None
+) -> dict[str, Any]:
     """The TrainJob dict of one arm × seed (out_dir filled in later, from the key)."""
     from golfmodel.model.config import ModelConfig
     from golfmodel.train.config import AveragingConfig, QATConfig, TrainConfig, TrainJob
@@ -561,7 +594,9 @@ def make_job(plan: ArmPlan, cfg: BenchConfig, data: BenchData, *, seed: int, val
 def build_specs(cfg: BenchConfig, data: BenchData, out_dir: Path) -> tuple[list[ArmSpec], dict[str, Any]]:
     """Every arm × seed (main table) and every ablation run, with keys and run folders; plus the plan."""
     main, ablations = plan_arms(cfg, data, out_dir)
-    probes = _probes([p for p in main] + [p for _, p in ablations], cfg, out_dir) if cfg.match == "time" else {}
+    probes = (
+        _probes([p for p in main] + [p for _, p in ablations], cfg, out_dir) if cfg.match == "time" else {}
+    )
     specs: list[ArmSpec] = []
 
     def add(plan: ArmPlan, seed: int, group: str, ab: Ablation | None) -> None:
@@ -593,9 +628,19 @@ def build_specs(cfg: BenchConfig, data: BenchData, out_dir: Path) -> tuple[list[
     for ab, plan in ablations:
         add(plan, cfg.first_seed, "ablation", None if ab.name == "default" else ab)
     info = {
-        "arms": {p.name: {"params": p.params, "tokens": p.tokens, "steps": p.steps, "seconds": p.seconds,
-                          "solver": p.solver} for p in main},  # fmt: skip
-        "ablations": {ab.name: {"params": p.params, "tokens": p.tokens, "seconds": p.seconds} for ab, p in ablations},
+        "arms": {
+            p.name: {
+                "params": p.params,
+                "tokens": p.tokens,
+                "steps": p.steps,
+                "seconds": p.seconds,
+                "solver": p.solver,
+            }
+            for p in main
+        },  # fmt: skip
+        "ablations": {
+            ab.name: {"params": p.params, "tokens": p.tokens, "seconds": p.seconds} for ab, p in ablations
+        },
     }
     return specs, info
 
@@ -644,7 +689,9 @@ def run_specs(specs: Sequence[ArmSpec], workers: int, log: Log = print) -> dict[
         return results
     import multiprocessing as mp
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_worker_init
+    ) as pool:
         futures: dict[Future[dict[str, Any]], ArmSpec] = {}
         for s in todo:
             futures[pool.submit(run_arm, s)] = s
@@ -698,7 +745,9 @@ def tokens_per_byte(rows: Sequence[dict[str, Any]]) -> float:
     return r["n_targets"] / r["n_bytes"]
 
 
-def aggregate(specs: Sequence[ArmSpec], results: dict[str, dict[str, Any]], cfg: BenchConfig) -> dict[str, Any]:
+def aggregate(
+    specs: Sequence[ArmSpec], results: dict[str, dict[str, Any]], cfg: BenchConfig
+) -> dict[str, Any]:
     """The bench JSON: `{arm: {...}, penalty_bpb, gain_bpb, p_penalty, p_gain}` plus `details` (see `public_json`)."""
     by_arm: dict[str, list[dict[str, Any]]] = {a: [] for a in MAIN_ARMS}
     for s in specs:
@@ -707,7 +756,9 @@ def aggregate(specs: Sequence[ArmSpec], results: dict[str, dict[str, Any]], cfg:
     arms = {a: aggregate_arm(rows) for a, rows in by_arm.items()}
     seed_of = {a: {r["seed"]: r["final_bpb"] for r in rows} for a, rows in by_arm.items()}
     seeds = sorted(set(seed_of["q2-geode"]) & set(seed_of["q2-geode-fp32"]))
-    pen = stats.penalty_test([seed_of["q2-geode"][s] for s in seeds], [seed_of["q2-geode-fp32"][s] for s in seeds])
+    pen = stats.penalty_test(
+        [seed_of["q2-geode"][s] for s in seeds], [seed_of["q2-geode-fp32"][s] for s in seeds]
+    )
     tpb = tokens_per_byte(by_arm["gpt-int8"])
     gain = stats.gain_test(
         [r["final_bpb"] for r in by_arm["gpt-int8"]],
@@ -765,7 +816,12 @@ def public_json(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_bench(
-    cfg: BenchConfig, data: BenchData, out_dir: str | Path, *, json_path: str | Path | None = None, log: Log = print
+    cfg: BenchConfig,
+    data: BenchData,
+    out_dir: str | Path,
+    *,
+    json_path: str | Path | None = None,
+    log: Log = print,
 ) -> dict[str, Any]:
     """Plan, run (cached) and aggregate the bench; writes minigolf.{json,md,png} and bench.json into out_dir."""
     from golfmodel.bench import minigolf_report as report

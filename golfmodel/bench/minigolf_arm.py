@@ -113,7 +113,9 @@ def arm_key(spec: ArmSpec) -> str:
     """Cache key of an arm: its job (shard paths and out_dir left out: the data enters by hash)."""
     import torch
 
-    job = {k: v for k, v in spec.job.items() if k not in ("out_dir", "train_shards", "val_shards", "tokenizer")}
+    job = {
+        k: v for k, v in spec.job.items() if k not in ("out_dir", "train_shards", "val_shards", "tokenizer")
+    }
     job["train"] = {k: v for k, v in job["train"].items() if k not in ("progress_bar", "log_every")}
     return sha256_json(
         {
@@ -148,7 +150,12 @@ def _train(spec: ArmSpec, run_dir: Path) -> dict[str, Any]:
     job_path = run_dir / "job.json"
     summary_path = run_dir / "train_summary.json"
     text = json.dumps(spec.job, indent=2, sort_keys=True) + "\n"
-    if summary_path.exists() and (run_dir / "final.pt").exists() and job_path.exists() and job_path.read_text() == text:
+    if (
+        summary_path.exists()
+        and (run_dir / "final.pt").exists()
+        and job_path.exists()
+        and job_path.read_text() == text
+    ):
         return json.loads(summary_path.read_text())
     tmp = job_path.with_name(f".{job_path.name}.tmp")
     tmp.write_text(text)
@@ -167,7 +174,9 @@ def _train(spec: ArmSpec, run_dir: Path) -> dict[str, Any]:
         )
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
-        raise ArmFailed(f"{spec.name} seed {spec.seed}: trainer exited {proc.returncode} in {run_dir}:\n{tail}")
+        raise ArmFailed(
+            f"{spec.name} seed {spec.seed}: trainer exited {proc.returncode} in {run_dir}:\n{tail}"
+        )
     return json.loads(summary_path.read_text())
 
 
@@ -175,7 +184,9 @@ def _score(model: Any, tokens: Any, table: Any, ev: EvalSpec) -> Any:
     from golfmodel.eval import score
 
     model.eval()
-    return score(model, tokens, table, seq_len=ev.seq_len, stride=ev.stride, rule=ev.rule, batch_size=ev.batch_size)
+    return score(
+        model, tokens, table, seq_len=ev.seq_len, stride=ev.stride, rule=ev.rule, batch_size=ev.batch_size
+    )
 
 
 def _set_qat(model: Any, on: bool) -> None:

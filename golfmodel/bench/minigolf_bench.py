@@ -34,20 +34,50 @@ class UsageError(ValueError):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf bench minigolf", description=__doc__.splitlines()[0])
     d = p.add_argument_group("data")
-    d.add_argument("--data", metavar="ROOT", help="data mirror root (holds datasets/manifest.json); default $GOLF_DATA__MIRROR")
-    d.add_argument("--train", metavar="GLOB", help="training shards (official format); default: the mirror's train shards")
-    d.add_argument("--val", metavar="GLOB", help="validation shards (official format); default: the mirror's val shards")
-    d.add_argument("--tokenizer", metavar="MODEL", help="sentencepiece model of sp shards; default: the mirror's")
-    d.add_argument("--variant", choices=("byte260", "sp1024"), default="byte260", help="tokens the arms train on")
+    d.add_argument(
+        "--data",
+        metavar="ROOT",
+        help="data mirror root (holds datasets/manifest.json); default $GOLF_DATA__MIRROR",
+    )
+    d.add_argument(
+        "--train",
+        metavar="GLOB",
+        help="training shards (official format); default: the mirror's train shards",
+    )
+    d.add_argument(
+        "--val", metavar="GLOB", help="validation shards (official format); default: the mirror's val shards"
+    )
+    d.add_argument(
+        "--tokenizer", metavar="MODEL", help="sentencepiece model of sp shards; default: the mirror's"
+    )
+    d.add_argument(
+        "--variant", choices=("byte260", "sp1024"), default="byte260", help="tokens the arms train on"
+    )
     d.add_argument(
         "--input-variant", choices=("auto", "sp1024", "byte260"), default="auto",
         help="variant of the given shards (auto: from their fineweb10B_<variant> folder)",
     )  # fmt: skip
     b = p.add_argument_group("budget and matching")
-    b.add_argument("--budget", type=int, default=mg.DEFAULT_BUDGET_BYTES, metavar="BYTES", help="byte budget of both arms")
-    b.add_argument("--match", choices=("gpu-tokens", "time"), default="gpu-tokens", help="how arms are matched")
-    b.add_argument("--int8-tokens", type=int, default=mg.DEFAULT_INT8_TOKENS, metavar="N", help="gpt-int8 tokens (gpu-tokens)")
-    b.add_argument("--seconds", type=float, default=600.0, metavar="S", help="training wall-clock per arm (time)")
+    b.add_argument(
+        "--budget",
+        type=int,
+        default=mg.DEFAULT_BUDGET_BYTES,
+        metavar="BYTES",
+        help="byte budget of both arms",
+    )
+    b.add_argument(
+        "--match", choices=("gpu-tokens", "time"), default="gpu-tokens", help="how arms are matched"
+    )
+    b.add_argument(
+        "--int8-tokens",
+        type=int,
+        default=mg.DEFAULT_INT8_TOKENS,
+        metavar="N",
+        help="gpt-int8 tokens (gpu-tokens)",
+    )
+    b.add_argument(
+        "--seconds", type=float, default=600.0, metavar="S", help="training wall-clock per arm (time)"
+    )
     b.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per arm (K >= 2 gives p-values)")
     b.add_argument("--first-seed", type=int, default=1337, help="seed of the first run")
     b.add_argument("--workers", type=int, default=2, help="arms trained side by side, one thread each")
@@ -58,27 +88,47 @@ def _parser() -> argparse.ArgumentParser:
         "--int8-keep-float", type=int, default=None, metavar="N",
         help="gpt-int8 keeps tensors of <= N elements float (default: the baseline's 65,536 scaled by budget/16e6)",
     )  # fmt: skip
-    b.add_argument("--min-fill", type=float, default=mg.MIN_FILL, help="minimum budget fill of the solver's shapes")
+    b.add_argument(
+        "--min-fill", type=float, default=mg.MIN_FILL, help="minimum budget fill of the solver's shapes"
+    )
     e = p.add_argument_group("scoring")
     e.add_argument("--eval-seq-len", type=int, default=256, help="scoring window")
-    e.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: non-overlapping windows)")
+    e.add_argument(
+        "--stride", type=int, default=None, help="sliding-window stride (default: non-overlapping windows)"
+    )
     e.add_argument("--rule", choices=("all", "challenge"), default="all", help="targets scored (SPEC §3)")
-    e.add_argument("--eval-tokens", type=int, default=None, metavar="N", help="score only the first N val tokens")
+    e.add_argument(
+        "--eval-tokens", type=int, default=None, metavar="N", help="score only the first N val tokens"
+    )
     e.add_argument("--val-points", type=int, default=10, help="periodic validation points per run (the plot)")
+    e.add_argument("--val-tokens", type=int, default=32_768, help="tokens of the periodic validation slice")
     a = p.add_argument_group("ablations")
     a.add_argument(
         "--ablate", action="append", default=[], metavar="NAME[,NAME]",
         help=f"ablations of q2-geode: {', '.join(mg.ABLATION_NAMES)} (qat-start=F, tau-std=M), or all",
     )  # fmt: skip
-    a.add_argument("--ablate-scale", type=float, default=0.5, help="budget of ablation runs relative to the main arms")
+    a.add_argument(
+        "--ablate-scale", type=float, default=0.5, help="budget of ablation runs relative to the main arms"
+    )
     a.add_argument(
         "--recalibrate", choices=("off", "mse", "act"), default="mse",
         help="τ-recalibration stage on q2-geode (the pipeline's quant.recalibrate; default mse)",
     )  # fmt: skip
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bench folder (cache and reports); default {DEFAULT_OUT}")
+    o.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"bench folder (cache and reports); default {DEFAULT_OUT}",
+    )
     o.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the result JSON here")
-    o.add_argument("--calibrate", type=float, default=None, metavar="S", help="measure tokens/s of each arm over S seconds")
+    o.add_argument(
+        "--calibrate",
+        type=float,
+        default=None,
+        metavar="S",
+        help="measure tokens/s of each arm over S seconds",
+    )
     return p
 
 
@@ -98,10 +148,14 @@ def resolve_data_root(root: str | None, environ: Mapping[str, str]) -> Path | No
     for cand in (base / "datasets", base):
         if (cand / "manifest.json").exists() or (cand / "datasets").is_dir():
             return cand
-    raise UsageError(f"--data {raw}: neither it nor its datasets/ folder holds a dataset mirror (manifest.json)")
+    raise UsageError(
+        f"--data {raw}: neither it nor its datasets/ folder holds a dataset mirror (manifest.json)"
+    )
 
 
-def resolve_shards(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], list[str], str | None]:
+def resolve_shards(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[list[str], list[str], str | None]:
     """(train, val, sentencepiece model) from the flags and the mirror."""
     root = resolve_data_root(args.data, environ)
     if (args.train is None or args.val is None) and root is None:
@@ -110,8 +164,16 @@ def resolve_shards(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
     folder = None if root is None else root / "datasets" / f"fineweb10B_{sp_variant}"
     if root is not None and args.variant == "byte260" and (root / "datasets" / "fineweb10B_byte260").is_dir():
         folder = root / "datasets" / "fineweb10B_byte260"
-    train = _glob(args.train, "--train") if args.train else _glob(str(folder / "fineweb_train_*.bin"), "mirror train shards")
-    val = _glob(args.val, "--val") if args.val else _glob(str(folder / "fineweb_val_*.bin"), "mirror val shards")
+    train = (
+        _glob(args.train, "--train")
+        if args.train
+        else _glob(str(folder / "fineweb_train_*.bin"), "mirror train shards")
+    )
+    val = (
+        _glob(args.val, "--val")
+        if args.val
+        else _glob(str(folder / "fineweb_val_*.bin"), "mirror val shards")
+    )
     sp = args.tokenizer
     if sp is None and root is not None:
         cand = root / "tokenizers" / "fineweb_1024_bpe.model"
@@ -133,6 +195,7 @@ def config_from_args(args: argparse.Namespace) -> mg.BenchConfig:
             global_batch_tokens=args.batch_tokens,
             micro_batch_seqs=args.micro_batch,
             val_points=args.val_points,
+            val_tokens=args.val_tokens,
             eval=EvalSpec(
                 seq_len=args.eval_seq_len, stride=args.stride, rule=args.rule, max_tokens=args.eval_tokens
             ),
@@ -151,7 +214,14 @@ def calibrate(cfg: mg.BenchConfig, data: mg.BenchData, out: Path, seconds: float
     import dataclasses
 
     cal = dataclasses.replace(
-        cfg, match="time", seconds=seconds, seeds=1, val_points=0, recalibrate="off", ablations=(), checkpoints=0
+        cfg,
+        match="time",
+        seconds=seconds,
+        seeds=1,
+        val_points=0,
+        recalibrate="off",
+        ablations=(),
+        checkpoints=0,
     )
     result = mg.run_bench(cal, data, out / "calibrate", log=lambda s: print(s, file=sys.stderr))
     print("| arm | params | tokens/s (one thread, two arms side by side) | tokens in 600 s |")
@@ -159,7 +229,9 @@ def calibrate(cfg: mg.BenchConfig, data: mg.BenchData, out: Path, seconds: float
     for arm in mg.MAIN_ARMS:
         a = result[arm]
         print(f"| {arm} | {a['params']:,} | {a['tokens_per_s']:,.0f} | {a['tokens_per_s'] * 600:,.0f} |")
-    print(f"\nsuggested --int8-tokens (600 s of gpt-int8): {round(result['gpt-int8']['tokens_per_s'] * 600, -5):,.0f}")
+    print(
+        f"\nsuggested --int8-tokens (600 s of gpt-int8): {round(result['gpt-int8']['tokens_per_s'] * 600, -5):,.0f}"
+    )
     return 0
 
 

@@ -47,7 +47,9 @@ def verdict_lines(result: dict[str, Any]) -> list[str]:
     """The penalty and gain lines with their tests."""
     d = result["details"]
     pen_std = d.get("penalty_std")
-    pen = f"{result['penalty_bpb']:+.4f} bpb" + (f" (± {pen_std:.4f} over seeds)" if pen_std is not None else "")
+    pen = f"{result['penalty_bpb']:+.4f} bpb" + (
+        f" (± {pen_std:.4f} over seeds)" if pen_std is not None else ""
+    )
     return [
         f"- 2-bit penalty (a − b): {pen}; paired t-test (two-sided) p = {_fmt_p(result['p_penalty'])}",
         f"- A/B gain (c − a): {result['gain_bpb']:+.4f} bpb (positive: q2-geode better); one-sided Welch t-test "
@@ -99,7 +101,12 @@ def markdown(result: dict[str, Any]) -> str:
     abl = ablation_table(result)
     if abl:
         scale = cfg.get("ablation_scale", 0.5)
-        out += ["", f"## Ablations (one seed, {scale:g}× the q2-geode budget; Δ = ablation − default, lower is better)", "", abl]
+        out += [
+            "",
+            f"## Ablations (one seed, {scale:g}× the q2-geode budget; Δ = ablation − default, lower is better)",
+            "",
+            abl,
+        ]
     return "\n".join(out) + "\n"
 
 

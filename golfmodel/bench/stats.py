@@ -38,7 +38,7 @@ class Summary:
         return asdict(self)
 
     def fmt(self, digits: int = 4) -> str:
-        """"1.2345 ± 0.0012" (or just the mean for one run)."""
+        """ "1.2345 ± 0.0012" (or just the mean for one run)."""
         if self.std is None:
             return f"{self.mean:.{digits}f}"
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
@@ -96,7 +96,9 @@ def paired_ttest(x: Sequence[float], y: Sequence[float]) -> TestResult:
 
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-        raise ValueError(f"paired_ttest needs two equal-length non-empty sequences, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired_ttest needs two equal-length non-empty sequences, got {a.shape} and {b.shape}"
+        )
     d = a - b
     effect, n = float(d.mean()), int(d.size)
     if n < 2:
@@ -106,7 +108,9 @@ def paired_ttest(x: Sequence[float], y: Sequence[float]) -> TestResult:
         p = _degenerate_p(effect, 0.0, "two-sided")
         return TestResult(effect=effect, t=t, dof=n - 1, p=p, n=n, alternative="two-sided")
     res = stats.ttest_rel(a, b)
-    return TestResult(effect=effect, t=float(res.statistic), dof=n - 1, p=float(res.pvalue), n=n, alternative="two-sided")
+    return TestResult(
+        effect=effect, t=float(res.statistic), dof=n - 1, p=float(res.pvalue), n=n, alternative="two-sided"
+    )
 
 
 def welch_greater(x: Sequence[float], y: Sequence[float], *, margin: float = 0.0) -> TestResult:
@@ -128,7 +132,13 @@ def welch_greater(x: Sequence[float], y: Sequence[float], *, margin: float = 0.0
     res = stats.ttest_ind(a, b + margin, equal_var=False, alternative="greater")
     dof = float((va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)))  # Welch–Satterthwaite
     return TestResult(
-        effect=effect, t=float(res.statistic), dof=dof, p=float(res.pvalue), n=n, alternative="greater", margin=margin
+        effect=effect,
+        t=float(res.statistic),
+        dof=dof,
+        p=float(res.pvalue),
+        n=n,
+        alternative="greater",
+        margin=margin,
     )
 
 

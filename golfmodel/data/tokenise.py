@@ -1,24 +1,15 @@
-"""Documents → token shards: document sources, the sp<V> and byte260 encoders, the parallel pipeline.
+"""Documents → token shards: the parallel, streaming pipeline; sp → byte260 conversion.
 
-Sources (read in source order, streamed, never whole): JSONL with a text field
-(the challenge's `docs_selected.jsonl`), Parquet with a text column (pyarrow
-record batches) and a `datasets` streaming source (`HuggingFaceFW/fineweb`).
-Validation is the first `num_val_docs` documents, the rest is train (SPEC §2).
-
-Variants: `sp<V>` — a sentencepiece model (the hub's, or trained here with the
-official recipe); `byte260` — UTF-8 bytes, id = byte + 4, pad/bos/eos/unk =
-0/1/2/3. Each document becomes BOS (= 1) + its tokens, no EOS.
-
-Parallelism: the parent reads batches of documents and feeds an ordered
-`multiprocessing.Pool.imap` (spawned workers, each with its own single-threaded
-encoder), with a bounded number of batches in flight so memory stays flat; the
-parent streams the returned uint16 arrays into `ShardWriter`s.
+The parent reads batches of documents (`golfmodel.data.sources`) and feeds an
+ordered `multiprocessing.Pool.imap` (spawned workers, each with its own
+single-threaded encoder from `golfmodel.data.encoders`), with a bounded number of
+batches in flight so memory stays flat; it streams the returned uint16 arrays
+into one `ShardWriter` per split. Validation is the first `num_val_docs`
+documents in source order, the rest is train (SPEC §2).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import multiprocessing as mp
 import os
 import re
@@ -29,312 +20,63 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from golfmodel.data.shards import (
-    BOS_ID,
-    ShardWriter,
-    atomic_write,
-    document_bounds,
-    read_shard,
+from golfmodel.data.encoders import (
+    BYTE260_VOCAB,
+    SP_RECIPE,
+    Byte260Encoder,
+    SentencePieceEncoder,
+    bytes_to_tokens,
+    load_sentencepiece,
+    make_encoder,
+    parse_variant,
+    train_sentencepiece,
+)
+from golfmodel.data.shards import BOS_ID, ShardWriter, document_bounds, read_shard
+from golfmodel.data.sources import (
+    DatasetsSource,
+    DocBatch,
+    DocumentError,
+    DocumentSource,
+    IterableSource,
+    JsonlSource,
+    ParquetSource,
+    iter_texts,
+    open_source,
 )
 
-PAD_ID, EOS_ID, UNK_ID = 0, 2, 3
-BYTE_OFFSET = 4
-BYTE260_VOCAB = 260
+__all__ = [  # sources and encoders are re-exported: `tokenise` is the data plane's front door
+    "BYTE260_VOCAB",
+    "SP_RECIPE",
+    "Byte260Encoder",
+    "DatasetsSource",
+    "DocBatch",
+    "DocumentError",
+    "DocumentSource",
+    "IterableSource",
+    "JsonlSource",
+    "ParquetSource",
+    "SentencePieceEncoder",
+    "TokeniseConfig",
+    "TokeniseResult",
+    "convert_sp_to_byte260",
+    "iter_texts",
+    "load_sentencepiece",
+    "open_source",
+    "tokenise",
+    "train_sentencepiece",
+]
+
 NUM_VAL_DOCS = 50_000  # the challenge's validation split
 SHARD_TOKENS = 10**8  # tokens per official shard
 
-# The challenge's sentencepiece recipe (openai/parameter-golf data/download_hf_docs_and_tokenize.py).
-SP_RECIPE: dict[str, Any] = {
-    "model_type": "bpe",
-    "character_coverage": 0.999,
-    "byte_fallback": True,
-    "split_digits": True,
-    "normalization_rule_name": "nmt_nfkc",
-    "add_dummy_prefix": False,
-    "pad_id": PAD_ID,
-    "bos_id": BOS_ID,
-    "eos_id": EOS_ID,
-    "unk_id": UNK_ID,
-    "hard_vocab_limit": False,
-}
-
-
-class DocumentError(ValueError):
-    """A document source is malformed; the message names the file and the line or row."""
-
 
 # ---------------------------------------------------------------------------
-# Document sources
-
-
-@dataclass(frozen=True, kw_only=True)
-class DocBatch:
-    """Documents in source order: decoded `texts`, or raw JSONL `lines` that the worker parses."""
-
-    texts: list[str] | None = None
-    lines: list[bytes] | None = None
-    line_numbers: list[int] | None = None  # 1-based, parallel to `lines`
-    source: str = "<texts>"
-    text_field: str = "text"
-
-    def __len__(self) -> int:
-        return len(self.texts) if self.texts is not None else len(self.lines or [])
-
-    def slice(self, a: int, b: int) -> DocBatch:
-        if self.texts is not None:
-            return DocBatch(texts=self.texts[a:b], source=self.source, text_field=self.text_field)
-        assert self.lines is not None and self.line_numbers is not None
-        return DocBatch(
-            lines=self.lines[a:b],
-            line_numbers=self.line_numbers[a:b],
-            source=self.source,
-            text_field=self.text_field,
-        )
-
-    def resolve_texts(self) -> list[str]:
-        """The documents' texts (parsing JSONL lines here, so the work lands in a worker)."""
-        if self.texts is not None:
-            return self.texts
-        assert self.lines is not None and self.line_numbers is not None
-        return [
-            parse_jsonl_line(line, source=self.source, lineno=n, text_field=self.text_field)
-            for line, n in zip(self.lines, self.line_numbers, strict=True)
-        ]
-
-
-class DocumentSource(Protocol):
-    """Anything that yields documents in a fixed order, in batches."""
-
-    name: str
-
-    def batches(self, batch_docs: int) -> Iterator[DocBatch]: ...
-
-
-def parse_jsonl_line(line: bytes, *, source: str, lineno: int, text_field: str) -> str:
-    """The text of one JSONL record; DocumentError names the file and line."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise DocumentError(f"{source}:{lineno}: invalid JSON ({why})") from None
-    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-        raise DocumentError(f"{source}:{lineno}: record has no string field {text_field!r}")
-    return record[text_field]
-
-
-@dataclass(frozen=True, kw_only=True)
-class JsonlSource:
-    """One JSON object per line with a string field `text_field`; blank lines are skipped."""
-
-    path: Path
-    text_field: str = "text"
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-    def batches(self, batch_docs: int) -> Iterator[DocBatch]:
-        lines: list[bytes] = []
-        numbers: list[int] = []
-        try:
-            f = Path(self.path).open("rb")
-        except OSError as exc:
-            raise DocumentError(f"{self.path}: cannot open ({exc.strerror or exc})") from exc
-        with f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                lines.append(line)
-                numbers.append(lineno)
-                if len(lines) == batch_docs:
-                    yield DocBatch(
-                        lines=lines, line_numbers=numbers, source=self.name, text_field=self.text_field
-                    )
-                    lines, numbers = [], []
-        if lines:
-            yield DocBatch(lines=lines, line_numbers=numbers, source=self.name, text_field=self.text_field)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ParquetSource:
-    """A Parquet file with a string column `text_column`, read in record batches (never whole)."""
-
-    path: Path
-    text_column: str = "text"
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-    def batches(self, batch_docs: int) -> Iterator[DocBatch]:
-        import pyarrow.parquet as pq
-
-        try:
-            pf = pq.ParquetFile(self.path)
-        except (OSError, ValueError) as exc:
-            raise DocumentError(f"{self.path}: cannot read Parquet ({exc})") from exc
-        if self.text_column not in pf.schema_arrow.names:
-            raise DocumentError(
-                f"{self.path}: no column {self.text_column!r} (columns: {', '.join(pf.schema_arrow.names)})"
-            )
-        row = 0
-        for rb in pf.iter_batches(batch_size=batch_docs, columns=[self.text_column]):
-            texts = rb.column(0).to_pylist()
-            for i, t in enumerate(texts):
-                if not isinstance(t, str):
-                    raise DocumentError(
-                        f"{self.path}: row {row + i} column {self.text_column!r} is not a string"
-                    )
-            row += len(texts)
-            yield DocBatch(texts=texts, source=self.name)
-
-
-@dataclass(frozen=True, kw_only=True)
-class IterableSource:
-    """Adapts any iterable of records (dicts with `text_field`) or strings; used by DatasetsSource."""
-
-    records: Iterable[Any]
-    name: str = "<iterable>"
-    text_field: str = "text"
-
-    def batches(self, batch_docs: int) -> Iterator[DocBatch]:
-        texts: list[str] = []
-        for i, rec in enumerate(self.records):
-            text = (
-                rec if isinstance(rec, str) else rec.get(self.text_field) if isinstance(rec, dict) else None
-            )
-            if not isinstance(text, str):
-                raise DocumentError(f"{self.name}: document {i} has no string field {self.text_field!r}")
-            texts.append(text)
-            if len(texts) == batch_docs:
-                yield DocBatch(texts=texts, source=self.name)
-                texts = []
-        if texts:
-            yield DocBatch(texts=texts, source=self.name)
-
-
-@dataclass(frozen=True, kw_only=True)
-class DatasetsSource:
-    """A `datasets` streaming dataset, e.g. `HuggingFaceFW/fineweb` config `sample-10BT` (needs the hub).
-
-    `path="parquet", data_files=...` streams local files through the same loader.
-    """
-
-    path: str = "HuggingFaceFW/fineweb"
-    config: str | None = "sample-10BT"
-    split: str = "train"
-    data_files: str | list[str] | None = None
-    text_field: str = "text"
-
-    @property
-    def name(self) -> str:
-        return f"datasets:{self.path}" + (f"/{self.config}" if self.config else "")
-
-    def batches(self, batch_docs: int) -> Iterator[DocBatch]:
-        import datasets
-
-        ds = datasets.load_dataset(
-            self.path, name=self.config, split=self.split, streaming=True, data_files=self.data_files
-        )
-        source = IterableSource(records=ds, name=self.name, text_field=self.text_field)
-        yield from source.batches(batch_docs)
-
-
-def open_source(spec: str | Path, *, text_field: str = "text") -> DocumentSource:
-    """A source from a path (`.jsonl`/`.json` → JSONL, `.parquet` → Parquet) or `hf:PATH[:CONFIG]`."""
-    s = str(spec)
-    if s.startswith("hf:"):
-        path, _, config = s[3:].partition(":")
-        return DatasetsSource(path=path, config=config or None, text_field=text_field)
-    p = Path(s)
-    if p.suffix == ".parquet":
-        return ParquetSource(path=p, text_column=text_field)
-    if p.suffix in (".jsonl", ".json", ".ndjson"):
-        return JsonlSource(path=p, text_field=text_field)
-    raise DocumentError(f"{p}: unknown document source type (expected .jsonl, .parquet or hf:NAME[:CONFIG])")
-
-
-def iter_texts(source: DocumentSource, *, skip: int = 0, limit: int | None = None, batch_docs: int = 512):
-    """Texts of documents skip..skip+limit of a source, parsed in this process."""
-    seen = 0
-    for batch in source.batches(batch_docs):
-        for text in batch.resolve_texts():
-            if seen >= skip:
-                if limit is not None and seen - skip >= limit:
-                    return
-                yield text
-            seen += 1
-
-
-# ---------------------------------------------------------------------------
-# Encoders (one per worker process)
-
-
-def parse_variant(variant: str) -> int | None:
-    """Vocabulary size of `sp<V>`, or None for `byte260`; raises on anything else."""
-    if variant == "byte260":
-        return None
-    m = re.fullmatch(r"sp(\d+)", variant)
-    if not m or not 0 < int(m.group(1)) <= 65536:
-        raise ValueError(f"variant must be 'byte260' or 'sp<V>' with 0 < V <= 65536, got {variant!r}")
-    return int(m.group(1))
-
-
-def load_sentencepiece(path: str | Path) -> Any:
-    """Load a sentencepiece model and check it fits the shard format (BOS = 1, vocab ≤ 65536)."""
-    import sentencepiece as spm
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: sentencepiece model not found")
-    sp = spm.SentencePieceProcessor(model_file=str(path))
-    if sp.bos_id() != BOS_ID:
-        raise ValueError(f"{path}: bos_id is {sp.bos_id()}, shards need BOS = {BOS_ID}")
-    if sp.get_piece_size() > 65536:
-        raise ValueError(f"{path}: vocab {sp.get_piece_size()} does not fit uint16 shards")
-    return sp
-
-
-def bytes_to_tokens(chunks: Sequence[bytes], with_bos: Sequence[bool] | None = None) -> np.ndarray:
-    """byte260 tokens of byte strings: [BOS] + (byte + 4) per chunk, concatenated, uint16."""
-    lens = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))  # (D,)
-    flat = np.frombuffer(b"".join(chunks), dtype=np.uint8).astype(np.uint16) + BYTE_OFFSET  # (Σ lens,)
-    starts = np.concatenate([np.zeros(1, np.int64), np.cumsum(lens)[:-1]])  # (D,)
-    if with_bos is not None:
-        starts = starts[np.asarray(with_bos, dtype=bool)]
-    return np.insert(flat, starts, np.uint16(BOS_ID))
-
-
-class Byte260Encoder:
-    """UTF-8 bytes → id byte + 4; no normalisation (lone surrogates become '?', as the official exporter)."""
-
-    vocab_size = BYTE260_VOCAB
-
-    def encode_docs(self, texts: Sequence[str]) -> np.ndarray:
-        return bytes_to_tokens([t.encode("utf-8", errors="replace") for t in texts])
-
-
-class SentencePieceEncoder:
-    """Batch-encodes with one sentencepiece thread (the process pool supplies the parallelism)."""
-
-    def __init__(self, model_path: str | Path) -> None:
-        self.sp = load_sentencepiece(model_path)
-        self.vocab_size = int(self.sp.get_piece_size())
-
-    def encode_docs(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.empty(0, dtype=np.uint16)
-        ids = self.sp.encode_as_numpy(list(texts), add_bos=True, num_threads=1)  # list of int32 (1+len_i,)
-        return np.concatenate(ids).astype(np.uint16)
-
-
-def make_encoder(model_path: str | Path | None) -> Byte260Encoder | SentencePieceEncoder:
-    return Byte260Encoder() if model_path is None else SentencePieceEncoder(model_path)
+# Worker functions (one encoder per worker process)
 
 
 _WORKER: dict[str, Any] = {}
@@ -507,29 +249,6 @@ class TokeniseResult:
     @property
     def tokens_per_s(self) -> float:
         return (self.tokens_val + self.tokens_train) / max(self.seconds, 1e-9)
-
-
-def train_sentencepiece(
-    texts: Iterable[str], model_path: str | Path, *, vocab_size: int, num_threads: int = 1, **overrides: Any
-) -> Path:
-    """Train a BPE tokenizer with the challenge's recipe (SP_RECIPE) and write `model_path` atomically."""
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    sentences = (t.replace("\x00", " ").strip() for t in texts)  # as the official trainer feeds it
-    try:
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=(s for s in sentences if s),
-            model_writer=model,
-            vocab_size=vocab_size,
-            num_threads=max(1, num_threads),
-            minloglevel=2,
-            **{**SP_RECIPE, **overrides},
-        )
-    except RuntimeError as exc:  # e.g. a vocab smaller than the required characters + 256 byte pieces
-        raise ValueError(f"sentencepiece training failed (vocab_size={vocab_size}): {exc}") from exc
-    atomic_write(model_path, lambda f: f.write(model.getvalue()))
-    return Path(model_path)
 
 
 def tokenise(source: DocumentSource, out_dir: str | Path, cfg: TokeniseConfig) -> TokeniseResult:

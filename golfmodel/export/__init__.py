@@ -22,7 +22,9 @@ SCRIPT_NAME = "train_gpt.py"
 __all__ = ["SCRIPT_NAME", "code_bytes", "export_run", "write_submission_code"]
 
 
-def write_submission_code(folder: str | os.PathLike[str], config: dict[str, Any] | None = None, **kwargs: Any) -> list[Path]:
+def write_submission_code(
+    folder: str | os.PathLike[str], config: dict[str, Any] | None = None, **kwargs: Any
+) -> list[Path]:
     """Write the code a submission ships (train_gpt.py) into `folder`; returns the paths to count."""
     from golfmodel.export.bundle import write_script
 

@@ -50,8 +50,9 @@ EXCLUDE_PREFIXES = (
     "golfmodel.train.__main__",
     "golfmodel.train.dryrun",
 )
-ALLOWED_TOP_LEVEL = {"torch", "numpy", "sentencepiece", "zstandard"}  # third-party imports the script may need
-ALLOWED_LAZY = ALLOWED_TOP_LEVEL | {"tqdm", "scipy", "matplotlib"}  # imported inside functions it does not call
+# third-party imports the script may rely on; inside functions also those of code paths it never takes
+ALLOWED_TOP_LEVEL = {"torch", "numpy", "sentencepiece", "zstandard"}
+ALLOWED_LAZY = ALLOWED_TOP_LEVEL | {"tqdm", "scipy", "matplotlib"}
 _LIB_ROOT = Path(__file__).resolve().parents[1]  # the golfmodel package folder
 
 
@@ -139,7 +140,9 @@ def pad_config(config: dict[str, Any]) -> str:
     """The configuration as JSON padded with spaces to CONFIG_BYTES (ASCII), so the script's size is fixed."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     if len(text) > CONFIG_BYTES:
-        raise ValueError(f"the submission configuration is {len(text)} bytes of JSON, over CONFIG_BYTES={CONFIG_BYTES}")
+        raise ValueError(
+            f"the submission configuration is {len(text)} bytes of JSON, over CONFIG_BYTES={CONFIG_BYTES}"
+        )
     if '"""' in text or "\\" in text:
         raise ValueError("the submission configuration may not contain triple quotes or backslashes")
     return text + " " * (CONFIG_BYTES - len(text))
@@ -264,7 +267,9 @@ def build_script(config: dict[str, Any] | None = None, *, style: Style = DEFAULT
     return head + "\n" + body + "\n" + _LOADER
 
 
-def write_script(path: str | os.PathLike[str], config: dict[str, Any] | None = None, *, style: Style = DEFAULT_STYLE) -> Path:
+def write_script(
+    path: str | os.PathLike[str], config: dict[str, Any] | None = None, *, style: Style = DEFAULT_STYLE
+) -> Path:
     """Write train_gpt.py atomically (UTF-8, `\\n` line ends); returns its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="submission.json name (default: from the model shape)")
     p.add_argument("--blurb", default=None, help="submission.json blurb (default: from the model)")
     p.add_argument("--date", default=None, help="submission.json date (default: now, UTC ISO 8601)")
-    p.add_argument("--style", choices=("xz", "plain"), default="xz", help="embedded library: xz-compressed or verbatim")
-    p.add_argument("--script-only", action="store_true", help="write only train_gpt.py (no run configuration)")
+    p.add_argument(
+        "--style", choices=("xz", "plain"), default="xz", help="embedded library: xz-compressed or verbatim"
+    )
+    p.add_argument(
+        "--script-only", action="store_true", help="write only train_gpt.py (no run configuration)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> argparse.ArgumentParser:
     """Add `export` to the `golf` subcommands (`sub` = ArgumentParser.add_subparsers())."""
-    p = sub.add_parser("export", help="write a challenge records folder from a run", description=__doc__.splitlines()[0])
+    p = sub.add_parser(
+        "export", help="write a challenge records folder from a run", description=__doc__.splitlines()[0]
+    )
     add_arguments(p)
     p.set_defaults(func=run)
     return p

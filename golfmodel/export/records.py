@@ -30,7 +30,25 @@ from typing import Any
 from golfmodel.export.bundle import DEFAULT_STYLE, Style, write_script
 from golfmodel.export.runner import ARTIFACT_NAMES, submission_config
 
-SUBMISSION_FIELDS = ("author", "github_id", "name", "blurb", "date", "val_loss", "val_bpb", "bytes_total", "bytes_code")
+SUBMISSION_FIELDS = (
+    "author",
+    "github_id",
+    "name",
+    "blurb",
+    "date",
+    "val_loss",
+    "val_bpb",
+    "bytes_total",
+    "bytes_code",
+)
+
+
+Q2_METHOD = (
+    "- Q² quantisation: every block matrix stored as 2-bit symbols {−1.5, −0.5, +0.5, +1.5}·τ per row "
+    "(Gray-coded, 4 per byte, fp16 τ), τ fitted by squared error; embeddings int8 per row; norms and gains "
+    "fp16; the whole file zstd-22 (Q2BN format)."
+)
+INT8_METHOD = "- Export: the challenge baseline's int8 per row + zlib-9."
 
 
 class ExportError(ValueError):
@@ -50,7 +68,9 @@ def _stage_dir(run: Path, stage: str) -> tuple[Path, dict[str, Any]]:
     rec = _read_json(run / "records" / f"{stage}.json")
     folder = Path(rec.get("dir", ""))
     if not folder.is_dir():
-        raise ExportError(f"{run / 'records' / f'{stage}.json'}: its stage folder {folder} is gone (garbage-collected?)")
+        raise ExportError(
+            f"{run / 'records' / f'{stage}.json'}: its stage folder {folder} is gone (garbage-collected?)"
+        )
     return folder, rec
 
 
@@ -73,7 +93,9 @@ def run_config(run: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any
     settings = _read_json(run / "settings.json")
     train_dir, _ = _stage_dir(run, "train")
     job = _read_json(train_dir / "RUN.json")
-    variant = settings.get("tokeniser", {}).get("variant") or settings.get("data", {}).get("variant", "sp1024")
+    variant = settings.get("tokeniser", {}).get("variant") or settings.get("data", {}).get(
+        "variant", "sp1024"
+    )
     quant, pack = settings.get("quant", {}), settings.get("pack", {})
     cfg = submission_config(
         job,
@@ -96,7 +118,9 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
-def readme(sub: dict[str, Any], report: dict[str, Any], settings: dict[str, Any], job: dict[str, Any], artifact: str) -> str:
+def readme(
+    sub: dict[str, Any], report: dict[str, Any], settings: dict[str, Any], job: dict[str, Any], artifact: str
+) -> str:
     """README.md of the records folder: method, settings, results, reproduction."""
     m = job["model"]
     t = job["train"]
@@ -108,13 +132,18 @@ def readme(sub: dict[str, Any], report: dict[str, Any], settings: dict[str, Any]
         else f"{m['depth']} layers, d={m['d_model']}, {m['n_heads']} heads / {m['n_kv_heads']} KV, relu² ×{m['mlp_mult']:g}"
     )
     stride = val.get("stride")
-    eval_desc = f"{val.get('mode', '?')} windows of {val.get('seq_len', '?')}" + (f", stride {stride}" if stride else "")
+    eval_desc = f"{val.get('mode', '?')} windows of {val.get('seq_len', '?')}" + (
+        f", stride {stride}" if stride else ""
+    )
     rows = [
         ("bigram baseline", report.get("bigram_bpb")),
         ("pre-quantisation (training weights, val slice)", report.get("prequant_bpb")),
         ("post-quantisation, before τ recalibration (val slice)", report.get("postquant_bpb")),
         ("after τ recalibration (val slice)", report.get("recalibrated_bpb")),
-        (f"**final, reloaded from `{artifact}`** ({eval_desc}, rule `{val.get('rule', '?')}`)", sub["val_bpb"]),
+        (
+            f"**final, reloaded from `{artifact}`** ({eval_desc}, rule `{val.get('rule', '?')}`)",
+            sub["val_bpb"],
+        ),
     ]
     lines = [
         f"# {sub['name']}",
@@ -125,10 +154,7 @@ def readme(sub: dict[str, Any], report: dict[str, Any], settings: dict[str, Any]
         "",
         f"- Model (`{m['arm']}`): {shape}; vocabulary {m['vocab_size']}, tied embedding, logit soft-cap "
         f"{m.get('logit_softcap', 30)}{', bigram log-prior in the logits' if m.get('bigram_prior') else ''}.",
-        "- Q² quantisation: every block matrix stored as 2-bit symbols {−1.5, −0.5, +0.5, +1.5}·τ per row "
-        "(Gray-coded, 4 per byte, fp16 τ), τ fitted by squared error; embeddings int8 per row; norms and gains "
-        "fp16; the whole file zstd-22 (Q2BN format)." if m["arm"] == "q2-geode" else
-        "- Export: the challenge baseline's int8 per row + zlib-9.",
+        Q2_METHOD if m["arm"] == "q2-geode" else INT8_METHOD,
         "- Training: three phases on the progress p = max(time, step fraction): full precision, then QAT switched on "
         "Geode group by group (deepest first), then everything quantised with warm-down and weight averaging; "
         "Muon on block matrices, AdamW elsewhere; τ re-fitted after training (recalibration stage).",
@@ -209,7 +235,11 @@ def export_run(
         _copy(run / "run.log", out / "train.log")
     else:
         _write_text(out / "train.log", "")
-    for src, dst in (("metrics.jsonl", "train_metrics.jsonl"), ("events.jsonl", "train_events.jsonl"), ("RUN.json", "RUN.json")):
+    for src, dst in (
+        ("metrics.jsonl", "train_metrics.jsonl"),
+        ("events.jsonl", "train_events.jsonl"),
+        ("RUN.json", "RUN.json"),
+    ):
         if (train_dir / src).is_file():
             _copy(train_dir / src, out / dst)
     code = script.stat().st_size
@@ -218,7 +248,8 @@ def export_run(
     sub = {
         "author": author,
         "github_id": github_id,
-        "name": name or f"Q2 Geode {m['depth']}x{m['pattern']} d{m['d_model']} ({settings.get('preset', 'run')})",
+        "name": name
+        or f"Q2 Geode {m['depth']}x{m['pattern']} d{m['d_model']} ({settings.get('preset', 'run')})",
         "blurb": blurb
         or (
             f"{m['arm']}: 2-bit Q² QAT hybrid (GQA + CfC) LM, {m['d_model']}-wide, {m['depth']} Geode groups, "

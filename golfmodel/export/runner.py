@@ -48,7 +48,9 @@ def submission_config(
     if variant != "byte260" and not variant.startswith("sp"):
         raise ValueError(f"variant must be byte260 or sp<V>, got {variant!r}")
     ev = {k: eval_settings.get(k) for k in ("seq_len", "stride", "rule", "batch_size", "max_tokens")}
-    train = {k: v for k, v in dict(job["train"]).items() if not k.startswith("debug_") and k != "progress_bar"}
+    train = {
+        k: v for k, v in dict(job["train"]).items() if not k.startswith("debug_") and k != "progress_bar"
+    }
     return {
         "format": CONFIG_FORMAT,
         "name": name,
@@ -95,7 +97,10 @@ def _job(config: dict[str, Any], environ: Mapping[str, str], out_root: Path, run
     if variant == "byte260":
         tokenizer = "byte260"
     else:
-        tokenizer = environ.get("TOKENIZER_PATH") or f"./data/tokenizers/fineweb_{variant.removeprefix('sp')}_bpe.model"
+        tokenizer = (
+            environ.get("TOKENIZER_PATH")
+            or f"./data/tokenizers/fineweb_{variant.removeprefix('sp')}_bpe.model"
+        )
         if not Path(tokenizer).exists():
             raise FileNotFoundError(f"TOKENIZER_PATH={tokenizer} does not exist")
     job = json.loads(json.dumps(config["job"]))
@@ -140,7 +145,9 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def run(config: dict[str, Any], environ: Mapping[str, str], script_path: str, *, out_root: Path, run_id: str) -> dict[str, Any]:
+def run(
+    config: dict[str, Any], environ: Mapping[str, str], script_path: str, *, out_root: Path, run_id: str
+) -> dict[str, Any]:
     """Train, recalibrate, pack, size-check and score one run; the summary on rank 0 ({} elsewhere)."""
     import torch
     import torch.distributed as dist
@@ -150,7 +157,9 @@ def run(config: dict[str, Any], environ: Mapping[str, str], script_path: str, *,
     env = _dist_env(environ)
     job = _job(config, environ, out_root, run_id)
     log = _Log(out_root / "logs" / f"{run_id}.txt" if env.is_main else None)
-    log(f"run {run_id}: {config.get('name') or job.model.arm}, {env.world_size} process(es), out {job.out_dir}")
+    log(
+        f"run {run_id}: {config.get('name') or job.model.arm}, {env.world_size} process(es), out {job.out_dir}"
+    )
     log(f"config: {json.dumps(config, sort_keys=True)}")
     if env.world_size > 1 and not dist.is_initialized():
         device = resolve_device(job.train, env.local_rank)
@@ -167,7 +176,9 @@ def run(config: dict[str, Any], environ: Mapping[str, str], script_path: str, *,
             _barrier()
         t0 = time.perf_counter()
         summary = train(job, env)
-        log(f"training done in {time.perf_counter() - t0:.1f} s: {json.dumps(summary, sort_keys=True, default=str)}")
+        log(
+            f"training done in {time.perf_counter() - t0:.1f} s: {json.dumps(summary, sort_keys=True, default=str)}"
+        )
         if not env.is_main:
             return {}
         return _finish(config, job, script_path, log)
@@ -193,13 +204,24 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
     if arm == "q2-geode" and recal["mode"] != "off":
         from golfmodel.train.recalibrate import recalibrate
 
-        res = recalibrate(final, job, mode=recal["mode"], calib_batches=recal["calib_batches"], out_path=out / "recalibrated.pt")
-        log(f"tau recalibration ({res.mode}): val bpb {res.bpb_before:.4f} -> {res.bpb_after:.4f}, kept={res.kept}")
+        res = recalibrate(
+            final,
+            job,
+            mode=recal["mode"],
+            calib_batches=recal["calib_batches"],
+            out_path=out / "recalibrated.pt",
+        )
+        log(
+            f"tau recalibration ({res.mode}): val bpb {res.bpb_before:.4f} -> {res.bpb_after:.4f}, kept={res.kept}"
+        )
         final = out / "recalibrated.pt"
     model, _ = load_final(final)
     artifact = Path(out) / ARTIFACT_NAMES[arm]
     tok_id = "byte260" if job.tokenizer == "byte260" else Path(job.tokenizer).stem
-    meta = {"tokenizer": {"id": tok_id, "vocab_size": job.model.vocab_size}, "settings_hash": config.get("name") or "train_gpt.py"}
+    meta = {
+        "tokenizer": {"id": tok_id, "vocab_size": job.model.vocab_size},
+        "settings_hash": config.get("name") or "train_gpt.py",
+    }
     if arm == "gpt-int8":
         from golfmodel.q2bn.int8zlib import load_int8zlib, pack_int8zlib
 
@@ -213,7 +235,9 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
     size = size_check(artifact, [script_path], int(config.get("budget_bytes", 16_000_000)))
     log(f"Serialized model {label}: {size.artifact_bytes} bytes")
     log(f"Code size: {size.code_bytes} bytes")
-    log(f"Total submission size {label}: {size.total_bytes} bytes (budget {size.budget_bytes}, {'OK' if size.ok else 'OVER'})")
+    log(
+        f"Total submission size {label}: {size.total_bytes} bytes (budget {size.budget_bytes}, {'OK' if size.ok else 'OVER'})"
+    )
 
     device = "cuda" if torch.cuda.is_available() and job.train.device != "cpu" else "cpu"
     reloaded, _ = loader(artifact)
@@ -227,8 +251,12 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
         batch_size=ev.get("batch_size") or 16, device=device,
     )  # fmt: skip
     mode = res.mode if res.stride is None else f"{res.mode} stride {res.stride}"
-    log(f"final_{label}_roundtrip val_loss:{res.nll_nats:.4f} val_bpb:{res.bpb:.4f} eval_time:{(time.perf_counter() - t0) * 1000:.0f}ms")
-    log(f"final_{label}_roundtrip_exact val_loss:{res.nll_nats:.8f} val_bpb:{res.bpb:.8f} ({mode}, rule {res.rule}, {res.n_targets} targets, {res.n_bytes} bytes)")
+    log(
+        f"final_{label}_roundtrip val_loss:{res.nll_nats:.4f} val_bpb:{res.bpb:.4f} eval_time:{(time.perf_counter() - t0) * 1000:.0f}ms"
+    )
+    log(
+        f"final_{label}_roundtrip_exact val_loss:{res.nll_nats:.8f} val_bpb:{res.bpb:.8f} ({mode}, rule {res.rule}, {res.n_targets} targets, {res.n_bytes} bytes)"
+    )
     summary = {
         "val_loss": res.nll_nats,
         "val_bpb": res.bpb,
@@ -254,7 +282,8 @@ def _synthetic_shards(folder: Path, *, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for split, n_docs in (("train", 64), ("val", 8)):
         lengths = rng.integers(40, 120, size=n_docs)
-        docs = [np.concatenate([[1], rng.integers(4 + 97, 4 + 123, size=int(n))]) for n in lengths]  # BOS + a–z
+        # each document: BOS then lowercase letters (bytes 97..122, ids + 4)
+        docs = [np.concatenate([[1], rng.integers(4 + 97, 4 + 123, size=int(n))]) for n in lengths]
         write_shard(folder / f"fineweb_{split}_000000.bin", np.concatenate(docs).astype(np.uint16))
 
 
@@ -294,9 +323,12 @@ def selftest(script_path: str) -> int:
         cfg["job"]["model"].update({"arm": "gpt-int8", "pattern": "GCCC"})
         res8 = run(cfg, env, script_path, out_root=root, run_id="selftest-int8")
         ok = ok and math.isfinite(res8["val_bpb"])
-    embedded = __file__.startswith(script_path + os.sep)  # the bootstrap names embedded modules <script>/golfmodel/...
+    # the bootstrap names the embedded modules <script>/golfmodel/...
+    embedded = __file__.startswith(script_path + os.sep)
     print(f"library: {'embedded in ' + script_path if embedded else 'installed golfmodel at ' + __file__}")
-    print(f"selftest {'ok' if ok else 'FAILED'}: q2-geode {res['val_bpb']:.4f} bpb, gpt-int8 {res8['val_bpb']:.4f} bpb")
+    print(
+        f"selftest {'ok' if ok else 'FAILED'}: q2-geode {res['val_bpb']:.4f} bpb, gpt-int8 {res8['val_bpb']:.4f} bpb"
+    )
     return 0 if ok else 1
 
 
@@ -308,7 +340,10 @@ def main(config: dict[str, Any], argv: Sequence[str], environ: Mapping[str, str]
     if args.selftest:
         return selftest(script_path)
     if config.get("placeholder"):
-        print("error: this train_gpt.py carries no run configuration (written for a size check); use golf export", file=sys.stderr)
+        print(
+            "error: this train_gpt.py carries no run configuration (written for a size check); use golf export",
+            file=sys.stderr,
+        )
         return 2
     out_root = Path(environ.get("OUT_DIR") or ".")
     run_id = environ.get("RUN_ID") or time.strftime("golf_%Y%m%d_%H%M%S")

@@ -119,17 +119,10 @@ def load_val_tokens(paths: tuple[str, ...] | list[str], max_tokens: int, vocab_s
 
 
 def load_bigram_logprior(path: str, vocab_size: int) -> torch.Tensor:
-    """(V, V) float32 log-probability table from the bigram stage (.npz with 'logprob' or a .npy)."""
-    try:
-        from golfmodel.data.bigram import load_logprior  # the bigram stage's own reader, when present
+    """(V, V) float32 log-probability table written by the bigram stage (`golfmodel.data.bigram`)."""
+    from golfmodel.data.bigram import load_logprior
 
-        table = torch.as_tensor(np.asarray(load_logprior(path)), dtype=torch.float32)
-    except ImportError:
-        arr = np.load(path)
-        if isinstance(arr, np.lib.npyio.NpzFile):
-            key = "logprob" if "logprob" in arr.files else arr.files[0]
-            arr = arr[key]
-        table = torch.as_tensor(np.asarray(arr), dtype=torch.float32)
+    table = torch.from_numpy(np.array(load_logprior(path), dtype=np.float32))
     if tuple(table.shape) != (vocab_size, vocab_size):
         raise ValueError(
             f"{path}: bigram log-prior has shape {tuple(table.shape)}, expected ({vocab_size}, {vocab_size})"

@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from golfmodel.data.tokenise import TokeniseResult
+
 REPO_ID = "willdepueoai/parameter-golf"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -125,7 +127,9 @@ def hub_server(sample_root: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[H
 
 
 @pytest.fixture(scope="module")
-def tokenised_sample(tmp_path_factory: pytest.TempPathFactory, docs_jsonl: Path, sp_model_path: Path):
+def tokenised_sample(
+    tmp_path_factory: pytest.TempPathFactory, docs_jsonl: Path, sp_model_path: Path
+) -> TokeniseResult:
     """The sample's 200 documents tokenised once with the official model (all train, one shard)."""
     from golfmodel.data.tokenise import JsonlSource, TokeniseConfig, tokenise
 
@@ -139,7 +143,7 @@ def tokenised_sample(tmp_path_factory: pytest.TempPathFactory, docs_jsonl: Path,
 @pytest.fixture(scope="session")
 def byte260_sample(
     tmp_path_factory: pytest.TempPathFactory, val_shard: Path, train_shard: Path, sp_model_path: Path
-):
+) -> TokeniseResult:
     """The sample's sp1024 val and train shards converted to byte260 once."""
     from golfmodel.data.tokenise import convert_sp_to_byte260
 

@@ -76,6 +76,10 @@ class FlowHelper:
         state = golf_pipeline(settings=settings, return_state=True, **params)
         return state, task_states(state.state_details.flow_run_id)
 
+    def states(self, flow_run_id: Any) -> dict[str, str]:
+        """{stage: task-run state name} of any flow run (e.g. one a served deployment ran)."""
+        return task_states(flow_run_id)
+
 
 @pytest.fixture(scope="session")
 def flows(prefect_server: str, sample_root: Path) -> FlowHelper:

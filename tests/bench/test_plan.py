@@ -1,0 +1,66 @@
+"""The minigolf bench's matching arithmetic, options and ablation parsing (no training)."""
+
+from __future__ import annotations
+
+import pytest
+
+from golfmodel.bench import minigolf as mg
+
+
+def test_matched_tokens_scale_with_the_square_root_of_the_parameter_ratio() -> None:
+    """An arm with 4x the int8 arm's parameters gets half its tokens."""
+    assert mg.matched_tokens(1_000_000, 100, 400) == 500_000
+
+
+def test_matched_tokens_of_the_int8_shape_are_the_int8_tokens() -> None:
+    """Equal parameter counts get equal tokens."""
+    assert mg.matched_tokens(123_456, 777, 777) == 123_456
+
+
+def test_steps_round_to_the_global_batch_and_never_reach_zero() -> None:
+    """Tokens / batch is rounded, with at least one step."""
+    assert (mg.steps_for(20_000, 8192), mg.steps_for(10, 8192)) == (2, 1)
+
+
+def test_int8_keep_float_threshold_scales_with_the_budget() -> None:
+    """65,536 elements at 16,000,000 bytes is 492 at 120,000 bytes (so matrices become int8 rows)."""
+    assert mg.BenchConfig(budget_bytes=120_000).int8_keep_float_numel == 492
+    assert mg.BenchConfig(int8_keep_float=65_536).int8_keep_float_numel == 65_536
+
+
+def test_expand_ablations_splits_lists_and_expands_all() -> None:
+    """'all' is every ablation once; comma lists keep their order."""
+    assert mg.expand_ablations(["tau-std,no-avg", "tau-std"]) == ("tau-std", "no-avg")
+    assert mg.expand_ablations(["all"]) == mg.ABLATION_NAMES
+
+
+def test_qat_start_ablation_takes_a_fraction() -> None:
+    """qat-start=0.3 overrides QATConfig.start_frac."""
+    ab = mg.parse_ablation("qat-start=0.3")
+    assert ab.qat == {"start_frac": 0.3} and ab.name == "qat-start=0.3"
+
+
+def test_unknown_ablation_is_rejected_with_the_known_names() -> None:
+    """A typo names the valid ablations."""
+    with pytest.raises(ValueError, match="gqa-only"):
+        mg.BenchConfig(ablations=("gqa-onyl",))
+
+
+def test_shard_variant_comes_from_the_official_folder_name() -> None:
+    """fineweb10B_byte260/ shards are byte260; fineweb10B_sp1024/ shards are sp1024."""
+    assert mg.shard_variant("/d/fineweb10B_byte260/fineweb_val_000000.bin") == "byte260"
+    assert mg.shard_variant("/d/fineweb10B_sp1024/fineweb_val_000000.bin") == "sp1024"
+
+
+def test_solver_shape_below_the_minimum_fill_is_rejected(tmp_path, monkeypatch) -> None:
+    """A solver plan filling less than min_fill of the budget stops the bench with the fill named."""
+    from golfmodel.model import budget
+
+    def half_full(arm: str, vocab: int, budget_bytes: int, **kw: object) -> budget.Plan:
+        cfg = budget.make_config(arm, vocab, 32, 1)
+        return budget.Plan(config=cfg, params=1, artifact_bytes=budget_bytes // 2, code_bytes=0,
+                           budget_bytes=budget_bytes, fill=0.5, estimate_bytes=0, confirmed=True)  # fmt: skip
+
+    monkeypatch.setattr(budget, "solve", half_full)
+    with pytest.raises(ValueError, match="fills 50.0%"):
+        mg.solve_shape("q2-geode", 260, mg.BenchConfig(), tmp_path / "solver.json")

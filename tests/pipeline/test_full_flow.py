@@ -1,0 +1,159 @@
+"""The whole pipeline on the `test` preset (its step budget) on a real Prefect server: report, caching
+rules across all stages, a failed stage rerun alone, concurrent runs, and a served deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from golf.settings import STAGES
+
+# A shorter validation slice for the trainer's and recalibration's bpb (the step budget is the preset's).
+FAST = ("train.val_tokens=4096",)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("full")
+
+
+@pytest.fixture(scope="module")
+def first_run(flows, artifacts: Path) -> tuple[Any, dict[str, str], Any]:  # noqa: ANN001
+    """The full pipeline once, from an empty cache."""
+    settings = flows.settings("test", artifacts, *FAST)
+    state, states = flows.run(settings)
+    assert state.is_completed(), state.message
+    return state, states, settings
+
+
+def _report(state: Any) -> dict[str, Any]:
+    return json.loads((Path(state.result()["run_dir"]) / "report.json").read_text())
+
+
+def test_full_pipeline_runs_every_stage(first_run) -> None:  # noqa: ANN001
+    """From an empty cache every stage runs, in order, and completes."""
+    _, states, _ = first_run
+    assert states == {s: "Completed" for s in STAGES}
+
+
+def test_report_is_under_budget_and_beats_the_bigram(first_run) -> None:  # noqa: ANN001
+    """report.json: artifact + code under the budget, final bpb (from the artifact) below the bigram bpb."""
+    report = _report(first_run[0])
+    assert 0 < report["artifact_bytes"] <= report["total_bytes"] <= report["budget_bytes"]
+    assert report["final_bpb"] < report["bigram_bpb"]
+    assert report["prequant_bpb"] is not None and set(report["stages"]) == set(STAGES)
+
+
+def test_report_files_and_markdown_artifact(first_run) -> None:  # noqa: ANN001
+    """report.md and loss.png are on disk and the report is a Prefect markdown artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    state = first_run[0]
+    run = Path(state.result()["run_dir"])
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG" and "final validation bpb" in (run / "report.md").read_text().lower()
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    assert [a.type for a in found] == ["markdown"] and "Stages of this run" in found[0].data
+
+
+def test_immediate_rerun_skips_every_stage(flows, first_run) -> None:  # noqa: ANN001
+    """Nothing changed: all nine stages show as Cached."""
+    state, states = flows.run(first_run[2])
+    assert state.is_completed() and states == {s: "Cached" for s in STAGES}
+    assert all(s["cached"] for s in _report(state)["stages"].values())
+
+
+def test_deleted_artifact_reruns_pack(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
+    """Deleting the packed artifact re-runs pack; it rebuilds the same bytes, so what was scored on
+    them (size check, validate, report) is served from the cache — content-addressed keys."""
+    artifact = next((artifacts / "cache" / "pack").glob("*/model.q2bn"))
+    before = artifact.read_bytes()
+    artifact.unlink()
+    state, states = flows.run(first_run[2])
+    assert state.is_completed() and artifact.read_bytes() == before
+    assert states["pack"] == "Completed"
+    assert {s: states[s] for s in STAGES if s != "pack"} == {s: "Cached" for s in STAGES if s != "pack"}
+
+
+def test_changed_train_setting_reruns_train_and_downstream(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
+    """train.max_steps changed: train and every later stage run; download, tokenise, bigram are cached."""
+    settings = flows.settings("test", artifacts, *FAST, "train.max_steps=8")
+    state, states = flows.run(settings)
+    assert state.is_completed(), state.message
+    assert states == {s: ("Cached" if s in ("download", "tokenise", "bigram") else "Completed") for s in STAGES}
+
+
+def test_failed_stage_reruns_alone_with_upstream_from_cache(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
+    """An over-budget size check fails with the breakdown; rerun alone it runs with upstream cached."""
+    tight = flows.settings("test", artifacts, *FAST, "pack.budget_bytes=1000")
+    state, states = flows.run(tight)
+    assert state.is_failed() and states["size_check"] == "Failed" and "over the budget" in state.message
+    assert "validate" not in states
+    state, states = flows.run(first_run[2], stages=["size_check"], force=["size_check"])
+    assert state.is_completed() and states == {"size_check": "Completed"}
+
+
+def test_concurrent_runs_with_different_settings(prefect_server: str, sample_root: Path, artifacts: Path) -> None:
+    """Two `golf run`s at once with different settings both finish, in separate run and cache folders."""
+    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(artifacts)}
+    base = [sys.executable, "-m", "golf.flows.cli", "run", "--preset", "test", "--stages", "download,tokenise,bigram"]
+    procs = [
+        subprocess.Popen([*base, "--set", f"tokeniser.variant={v}", "--set", "tokeniser.workers=1"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for v in ("sp1024", "byte260")
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    run_dirs = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(run_dirs) == 2
+    vocabs = {json.loads(p.read_text())["values"]["vocab_size"] for p in (artifacts / "cache" / "tokenise").glob("*/record.json")}
+    assert {1024, 260} <= vocabs
+
+
+def _wait_for_deployment(name: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "golf serve exited early"
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except Exception:
+                time.sleep(0.5)
+    raise TimeoutError(f"deployment {name} did not appear within {timeout} s")
+
+
+def test_served_deployment_runs_when_triggered(flows, first_run, artifacts: Path, sample_root: Path) -> None:  # noqa: ANN001
+    """`golf serve` registers the deployment; a run triggered through the API completes (stages cached)."""
+    from prefect.deployments import run_deployment
+
+    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(artifacts),
+           "GOLF_TRAIN__VAL_TOKENS": "4096", "GOLF_TOKENISER__WORKERS": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "golf.flows.cli", "serve", "--preset", "test", "--name", "test-nightly"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for_deployment("golf-pipeline/test-nightly", proc)
+        flow_run = run_deployment("golf-pipeline/test-nightly", timeout=240)
+        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+        assert flows.states(flow_run.id) == {s: "Cached" for s in STAGES}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
