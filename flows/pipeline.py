@@ -10,7 +10,8 @@ shows as Cached); an unselected stage that a selected one needs is looked up in 
 when it is not there the flow fails naming it (it never runs stages you did not ask for).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Prefect builds the parameter model (the UI form) from
+# the real annotation objects; a served run cannot resolve string annotations.
 
 import logging
 import time

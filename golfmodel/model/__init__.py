@@ -1,7 +1,7 @@
 """golfmodel.model: the two language-model arms, their config, and per-tensor byte accounting.
 
-    cfg = ModelConfig(arm="q2-geode", vocab_size=1024, d_model=608, depth=4, n_heads=10, n_kv_heads=5,
-                      mlp_mult=8/3)
+    cfg = ModelConfig(arm="q2-geode", vocab_size=1024, d_model=576, depth=4, n_heads=8, n_kv_heads=4,
+                      mlp_mult=8/3)   # or geode(), naive_baseline(), budget.solve(...).config
     model = build_model(cfg)          # HybridLM (q2-geode) or GPT (gpt-int8)
     rows = param_report(model)        # [(name, shape, numel, kind, bytes), ...]
 

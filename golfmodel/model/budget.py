@@ -1,47 +1,56 @@
 """Budget solver: the largest model of an arm (by parameter count) whose packed artifact fits a byte budget.
 
-    plan = solve("q2-geode", 1024, 16_000_000)        # search groups 1..4 and width (step 16)
+    plan = solve("q2-geode", 1024, 16_000_000)        # groups 1..4, width, MLP fill; packed to confirm
     plan = solve("gpt-int8", 1024, 16_000_000, groups=9)
 
-Search (SPEC §6): for each depth (Geode groups for q2-geode, layers for gpt-int8; fixed when
-`groups` is given, else 1..`max_depth`) a binary search over width (multiples of 16 from 32 that
-`head_shape` splits into an even number of heads with head_dim % 8 == 0) on an analytic estimate — the exact payload of every stored tensor (`param_report`, from a model
-built on the meta device) plus record headers, times a compression ratio — brackets the widest
-model that fits. The best candidates are then CONFIRMED with the real packer (Q2BN + zstd-22
-for q2-geode, the baseline's int8 + zlib-9 for gpt-int8) on a randomly initialised model; the
-measured ratio re-aims the width, which steps down until the real artifact fits and up while
-the next width still fits. `budget_bytes` covers the artifact plus `code_bytes` (the shipped
-code, SPEC §5).
+Search (SPEC §6). For each depth (Geode groups for q2-geode, layers for gpt-int8; `groups`
+fixes it, else 1..`max_depth`):
+1. width: binary search over the widths `head_shape` can split (multiples of 16 from 32 with
+   an even head count and head_dim % 8 == 0, e.g. 576 and 624 but not 592 or 608) for the
+   widest model whose estimate fits. The estimate (probe.py) is exact before compression — the
+   payload of every stored tensor at its storage kind, from a model built on the meta device,
+   plus record headers — times a compression ratio (a prior, then the measured one).
+2. MLP fill (`mlp_fill`, on by default): the next valid width is often 10-20% more bytes away,
+   so the SwiGLU / relu² hidden layer is widened in steps of 16 (up to 1.5x its base ratio) into
+   the bytes left over. This keeps width on the spec's 16-step grid and still fills the budget.
+3. confirmation: the chosen point is packed for real (Q2BN + zstd-22 for q2-geode, the
+   baseline's int8 + zlib-9 for gpt-int8) as a randomly initialised model; the measured ratio
+   re-aims the MLP width, which then steps down until the artifact fits and up while the next
+   step still fits. Other depths are confirmed only if their estimate could change the choice.
+`budget_bytes` covers the artifact plus `code_bytes` (the shipped code, SPEC §5).
 
-Why `max_depth`: in both arms bytes grow as depth·d² while the per-parameter cost of the int8
-embedding (V·d) shrinks with d, so "most parameters" alone always prefers deeper and narrower
-models. The depth range is capped at the spec's full-scale shapes (4 Geode groups, the
-baseline's 9 layers); within it the most parameters win, except that a deeper candidate within
-2% of the most parameters is preferred (width steps of 16 make the per-depth maxima jump by a
-few percent, and at equal size depth is worth more than a percent of parameters; with this rule
-the sp1024 16 MB plans are 4 groups for q2-geode and the baseline's 9 x 512 for gpt-int8).
+Depth: bytes grow as depth·d² while the int8 embedding (V·d) costs more per parameter than a
+2-bit weight, so "most parameters" alone keeps preferring deeper, narrower models. The depth
+range is therefore capped at the spec's full-scale shapes (4 Geode groups, the baseline's 9
+layers) and, within it, a deeper model within 2% of the most parameters wins. At sp1024 and
+16,000,000 bytes this gives 4 groups for q2-geode and exactly the baseline's 9 x 512 for gpt-int8.
 
-Random weights stand in for trained ones: Gaussian rows give the 2-bit symbols their typical
-skew (p ≈ 0.16/0.34/0.34/0.16, ~1.9 bits of entropy) and the int8 rows a Gaussian spread, so
-zstd/zlib see realistic statistics; trained weights with heavier tails or structure may compress
-slightly differently, so keep a little slack (`code_bytes`, or a smaller budget) when it matters.
+Random weights stand in for trained ones (probe.random_model): Gaussian rows give the 2-bit
+symbols their typical skew (p ≈ 0.16/0.34/0.34/0.16, ~1.9 bits of entropy) and the int8 rows a
+full-range Gaussian spread, so zstd/zlib see realistic statistics (the random naive baseline
+packs 0.4% larger than the trained one). Trained weights with heavier tails or structure may
+compress differently: a plan that fills 99.9% leaves no slack, so pass the real `code_bytes`
+and keep a margin when it matters.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from golfmodel.model import build_model, param_report
 from golfmodel.model.config import ARMS, ModelConfig, head_shape
+from golfmodel.model.probe import Estimate, Packer, estimate, int8zlib_packer, measure, random_model
+
+__all__ = [
+    "BudgetError",
+    "Plan",
+    "estimate",
+    "make_config",
+    "measure",
+    "random_model",
+    "solve",
+    "valid_widths",
+]
 
 WIDTH_STEP = 16
 MIN_WIDTH = 32  # 2 heads of 16
@@ -52,12 +61,9 @@ DEFAULT_MLP_MULT = {"q2-geode": 8 / 3, "gpt-int8": 2.0}
 # ~4% on Gaussian-row 2-bit symbols, zlib-9 ~8% on full-range int8 rows). Only the starting
 # point: confirmation measures it.
 PRIOR_RATIO = {"q2-geode": 0.96, "gpt-int8": 0.92}
-CONTAINER_BYTES = {"q2-geode": 2048, "gpt-int8": 4096}  # header JSON / pickle framing (estimate)
 MAX_CONFIRMS = 24  # packs per solve(); a 16 MB pack takes ~5-15 s on CPU
 DEPTH_TOLERANCE = 0.02  # a deeper model within 2% of the most parameters is preferred
 MLP_FILL_MAX = 1.5  # mlp_fill grows the MLP hidden layer to at most 1.5x its base (SwiGLU 8/3 -> 4)
-
-Packer = Callable[[nn.Module, Path], int]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,98 +121,6 @@ def make_config(
     )
 
 
-@dataclass(frozen=True)
-class _Estimate:
-    params: int
-    raw_bytes: int  # payload + record headers + container
-    breakdown: dict[str, int]
-
-
-def estimate(cfg: ModelConfig, *, int8_config: Any = None) -> _Estimate:
-    """Exact parameter count and uncompressed artifact size of `cfg` (model built on the meta device).
-
-    int8_config: the gpt-int8 export config (`Int8ZlibConfig`) whose storage rules to follow.
-    """
-    with torch.device("meta"):
-        model = build_model(cfg)
-    params = sum(p.numel() for p in model.parameters())
-    breakdown: dict[str, int] = {}
-    raw = CONTAINER_BYTES[cfg.arm]
-    for row in param_report(model, int8_config=int8_config):
-        breakdown[row.kind] = breakdown.get(row.kind, 0) + row.bytes
-        raw += row.bytes + 12 + len(row.name) + 4 * len(row.shape) + (2 if row.kind == "alias" else 0)
-    return _Estimate(params, raw, breakdown)
-
-
-def random_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
-    """`cfg`'s model with random trained-like weights, cheaply (no per-layer τ solve).
-
-    Matrices N(0, 1): the int8 rows then use their whole range, as trained weights do (the
-    baseline's export floors the int8 step at 1/127, so small init-scale weights would compress
-    far better than trained ones: the naive baseline packs to 15,881,631 bytes here against
-    15,815,847 bytes trained); vectors N(1, 0.1²); log Δt as at init; Q2Linear τ = 0.996·row std
-    (the MSE-optimal step for a Gaussian row, SPEC §4); bigram prior = random log-softmax rows.
-    """
-    from golfmodel.model.layers import Rotary
-    from golfmodel.quant.q2linear import Q2Linear
-
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model.to_empty(device="cpu")
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.tok_emb.weight  # to_empty makes new Parameters: re-tie
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2:
-                p.normal_(0.0, 1.0, generator=g)
-            elif name.endswith("log_dt"):
-                p.uniform_(math.log(0.01), 0.0, generator=g)
-            else:
-                p.normal_(1.0, 0.1, generator=g)
-        for module in model.modules():
-            if isinstance(module, Q2Linear):
-                module.set_tau(0.996 * module.weight.float().std(dim=1).clamp_min(1e-6))
-            elif isinstance(module, Rotary):
-                module.reset_tables()
-        if cfg.bigram_prior:
-            noise = torch.randn(cfg.vocab_size, cfg.vocab_size, generator=g) * 2.0
-            model.set_bigram_logprior(torch.log_softmax(noise, dim=1))
-    return model
-
-
-def _probe_meta(model: nn.Module) -> dict[str, Any]:
-    """A header about as large as a real run's (tokenizer id, vocab, a sha256-sized settings hash)."""
-    return {
-        "tokenizer": {"id": "budget-probe", "vocab_size": model.config.vocab_size},
-        "settings_hash": "0" * 64,
-    }
-
-
-def _pack_q2bn(model: nn.Module, path: Path) -> int:
-    from golfmodel.q2bn.artifact import pack_model
-
-    return pack_model(model, path, meta=_probe_meta(model), linear_kind="q2").compressed_bytes
-
-
-def _pack_int8zlib(model: nn.Module, path: Path, int8_config: Any = None) -> int:
-    from golfmodel.q2bn.int8zlib import Int8ZlibConfig, pack_int8zlib
-
-    cfg = int8_config or Int8ZlibConfig()
-    return pack_int8zlib(model, path, meta=_probe_meta(model), cfg=cfg).compressed_bytes
-
-
-DEFAULT_PACKERS: dict[str, Packer] = {"q2-geode": _pack_q2bn, "gpt-int8": _pack_int8zlib}
-
-
-def measure(cfg: ModelConfig, packer: Packer | None = None, seed: int = 0) -> int:
-    """Compressed bytes of `cfg`'s randomly initialised model under the arm's real packer."""
-    pack = packer or DEFAULT_PACKERS[cfg.arm]
-    model = random_model(cfg, seed)
-    with tempfile.TemporaryDirectory(prefix="golf-budget-") as tmp:
-        return int(pack(model, Path(tmp) / "probe.bin"))
-
-
 Point = tuple[int, int, int]  # (depth, d_model, mlp hidden)
 
 
@@ -237,10 +151,10 @@ class _Search:
         self.mlp_fill = mlp_fill
         self.int8_config = int8_config
         if packer is None and arm == "gpt-int8" and int8_config is not None:
-            packer = functools.partial(_pack_int8zlib, int8_config=int8_config)
+            packer = int8zlib_packer(int8_config)
         self.packer = packer
         self.widths = valid_widths(head_dim)
-        self._est: dict[Point, _Estimate] = {}
+        self._est: dict[Point, Estimate] = {}
         self.measured: dict[Point, int] = {}
 
     def base_hidden(self, d: int) -> int:
@@ -261,12 +175,12 @@ class _Search:
             pattern=self.pattern,
             head_dim=self.head_dim,
             bigram_prior=self.bigram_prior,
-            mlp_mult=h / d,
+            mlp_mult=self.mult if h == self.base_hidden(d) else h / d,
         )
         assert cfg.mlp_hidden == h, (cfg.mlp_hidden, h)
         return cfg
 
-    def est(self, p: Point) -> _Estimate:
+    def est(self, p: Point) -> Estimate:
         if p not in self._est:
             self._est[p] = estimate(self.config(p), int8_config=self.int8_config)
         return self._est[p]
@@ -474,7 +388,7 @@ def _choose(cands: list[tuple[int, Point]]) -> tuple[int, Point]:
 
 
 def _plan(
-    cfg: ModelConfig, e: _Estimate, size: int, est_size: int, code: int, budget: int, confirmed: bool
+    cfg: ModelConfig, e: Estimate, size: int, est_size: int, code: int, budget: int, confirmed: bool
 ) -> Plan:
     return Plan(
         config=cfg,

@@ -13,7 +13,8 @@ Hillis–Steele prefix scan (log2(chunk) vectorised steps) combines (log-decay, 
 (A1, h1) ∘ (A2, h2) = (A1 + A2, exp(A2)·h1 + h2), so every exponent is a sum of log-decays ≤ 0
 (never a difference of large cumulative sums, which loses precision and turns a BOS reset's
 -inf into NaN); then one sequential pass over the chunks carries the state (a Python loop over
-T/chunk chunks, not over tokens). docs/decisions/model.md compares this with the masked
+T/chunk chunks, not over tokens). The backward pass is the same scan run in reverse (a custom
+autograd Function), so training keeps only the log-decays and states, not the scan's steps. docs/decisions/model.md compares this with the masked
 (chunk x chunk) decay-matrix form, whose (B, T, chunk, d) intermediate is too large for
 per-channel decays. Gates and scan run in fp32 even under bf16 autocast.
 """
@@ -46,25 +47,16 @@ def cfc_gates(a: Tensor, b: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
     return -z, b * dt * phi
 
 
-def cfc_scan(log_decay: Tensor, c: Tensor, reset: Tensor | None, chunk: int) -> Tensor:
-    """h_t = exp(log_decay_t)·h_{t-1} + c_t from h_{-1} = 0, with decay 0 where `reset` (B, T) is True.
-
-    log_decay, c: (B, T, D); returns h (B, T, D) in fp32. Chunked log-space scan: no loop over tokens.
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk: must be >= 1, got {chunk}")
+def _chunked_scan(ld: Tensor, c: Tensor, chunk: int) -> Tensor:
+    """h_t = exp(ld_t)·h_{t-1} + c_t from h_{-1} = 0 for (B, T, D) inputs of one float dtype (no reset handling)."""
     B, T, D = c.shape
-    ld = log_decay.float()
-    if reset is not None:
-        ld = ld.masked_fill(reset[..., None], float("-inf"))  # decay 0: forget everything before BOS
-    h = c.float()
     n_chunks = math.ceil(T / chunk)
     pad = n_chunks * chunk - T
     if pad:  # identity elements (log-decay 0, input 0) at the end; sliced off below
         ld = F.pad(ld, (0, 0, 0, pad))
-        h = F.pad(h, (0, 0, 0, pad))
-    A = ld.view(B, n_chunks, chunk, D)  # log-decay over (t - 2^j, t] within the chunk
-    h = h.view(B, n_chunks, chunk, D)  # state over the same span, from a zero start
+        c = F.pad(c, (0, 0, 0, pad))
+    A = ld.reshape(B, n_chunks, chunk, D)  # log-decay over (t - 2^j, t] within the chunk
+    h = c.reshape(B, n_chunks, chunk, D)  # state over the same span, from a zero start
     k = 1
     while k < chunk:  # Hillis–Steele: after the step with offset k, spans are 2k long
         A_prev = F.pad(A[:, :, :-k], (0, 0, k, 0))  # (B, n, chunk, D); identity before the chunk start
@@ -83,6 +75,46 @@ def cfc_scan(log_decay: Tensor, c: Tensor, reset: Tensor | None, chunk: int) -> 
     start = torch.stack(starts, dim=1)  # (B, n, D): state entering each chunk
     h = h + torch.exp(A) * start[:, :, None]  # (B, n, chunk, D)
     return h.reshape(B, n_chunks * chunk, D)[:, :T]
+
+
+class _ScanFn(torch.autograd.Function):
+    """The chunked scan with a hand-written backward, which is the same scan run in reverse.
+
+    For h_t = a_t h_{t-1} + c_t (a_t = exp(ld_t)) and upstream gradient G_t = ∂L/∂h_t:
+    g_t = G_t + a_{t+1} g_{t+1} (a reverse scan), ∂L/∂c_t = g_t, ∂L/∂ld_t = g_t a_t h_{t-1}.
+    Only ld and h are saved — two (B, T, D) tensors instead of the ~4·log2(chunk) intermediates
+    autograd would keep — and a BOS reset (ld = -inf, a = 0) stops the gradient exactly as it
+    stops the state.
+    """
+
+    @staticmethod
+    def forward(ctx, ld: Tensor, c: Tensor, chunk: int) -> Tensor:  # type: ignore[override]
+        h = _chunked_scan(ld, c, chunk)
+        ctx.save_for_backward(ld, h)
+        ctx.chunk = chunk
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, None]:  # type: ignore[override]
+        ld, h = ctx.saved_tensors
+        ld_next = F.pad(ld[:, 1:], (0, 0, 0, 1))  # (B, T, D): ld_{t+1}, 0 past the end
+        g = _chunked_scan(ld_next.flip(1), grad_h.flip(1), ctx.chunk).flip(1)  # (B, T, D)
+        h_prev = F.pad(h[:, :-1], (0, 0, 1, 0))  # h_{t-1}, 0 before the start
+        return g * torch.exp(ld) * h_prev, g, None
+
+
+def cfc_scan(log_decay: Tensor, c: Tensor, reset: Tensor | None, chunk: int) -> Tensor:
+    """h_t = exp(log_decay_t)·h_{t-1} + c_t from h_{-1} = 0, with decay 0 where `reset` (B, T) is True.
+
+    log_decay, c: (B, T, D); returns h (B, T, D) in fp32. Chunked log-space scan: no loop over tokens.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk: must be >= 1, got {chunk}")
+    ld = log_decay.float()
+    if reset is not None:
+        ld = ld.masked_fill(reset[..., None], float("-inf"))  # decay 0: forget everything before BOS
+    return _ScanFn.apply(ld, c.float(), chunk)
 
 
 def cfc_scan_reference(log_decay: Tensor, c: Tensor, reset: Tensor | None) -> Tensor:

@@ -127,11 +127,14 @@ def naive_baseline(vocab: int = 1024) -> ModelConfig:
     )
 
 
-def geode(vocab: int = 1024, *, d_model: int = 576, groups: int = 4, pattern: str = "GCCC") -> ModelConfig:
-    """A q2-geode shape: `groups` x `pattern`, heads by `head_shape`, SwiGLU x8/3.
+def geode(
+    vocab: int = 1024, *, d_model: int = 576, groups: int = 4, pattern: str = "GCCC", mlp_mult: float = 8 / 3
+) -> ModelConfig:
+    """A q2-geode shape: `groups` x `pattern`, heads by `head_shape`, SwiGLU x`mlp_mult`.
 
-    The defaults are the 16,000,000-byte sp1024 plan of `golfmodel.model.budget.solve`
-    (see docs/decisions/model.md); re-run the solver when the code size or the packer changes.
+    The defaults are the width and depth of the budget solver's 16,000,000-byte sp1024 plan
+    (`golfmodel.model.budget.solve`, docs/decisions/model.md); the solver also widens the MLP
+    into the leftover bytes, so use its plan's config for a run that must fill the budget.
     """
     n_heads, n_kv = head_shape(d_model)
     return ModelConfig(
@@ -142,5 +145,5 @@ def geode(vocab: int = 1024, *, d_model: int = 576, groups: int = 4, pattern: st
         pattern=pattern,
         n_heads=n_heads,
         n_kv_heads=n_kv,
-        mlp_mult=8 / 3,
+        mlp_mult=mlp_mult,
     )

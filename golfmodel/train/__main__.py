@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from golfmodel.train.config import TrainJob
-    from golfmodel.train.trainer import DistEnv, TrainingDiverged, resolve_backend, resolve_device, train
+    from golfmodel.train.runtime import DistEnv, resolve_backend, resolve_device
+    from golfmodel.train.trainer import TrainingDiverged, train
 
     try:
         job = TrainJob.from_json(args.job)

@@ -24,7 +24,7 @@ from torch import nn
 from golfmodel.train.checkpoint import load_final, q2_layers, save_final
 from golfmodel.train.config import TrainJob
 from golfmodel.train.data import TokenLoader
-from golfmodel.train.trainer import evaluate_bpb, load_table, load_val_tokens
+from golfmodel.train.validation import evaluate_bpb, load_table, load_val_tokens
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,12 +42,17 @@ class RecalResult:
     seconds: float
 
     @property
+    def bpb_written(self) -> float:
+        """bpb of the model written to `out_path` (bpb_after if kept, else bpb_before)."""
+        return self.bpb_after if self.kept else self.bpb_before
+
+    @property
     def delta_bpb(self) -> float:
         """bpb change of the written model against the input (<= 0)."""
-        return (self.bpb_after - self.bpb_before) if self.kept else 0.0
+        return self.bpb_written - self.bpb_before
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "delta_bpb": self.delta_bpb}
+        return {**asdict(self), "bpb_written": self.bpb_written, "delta_bpb": self.delta_bpb}
 
 
 @torch.no_grad()
@@ -93,14 +98,35 @@ def recalibrate(
     """Re-fit τ of every Q2Linear on `final_pt`'s weights; score val bpb before/after; write the better.
 
     val_tokens_max: score the first N validation tokens (None = job.train.val_tokens, 0 = all).
-    out_path: default `<final_pt folder>/recalibrated.pt`.
+    out_path: default `<final_pt folder>/recalibrated.pt`. Runs with `job.train.threads` torch threads
+    (when set), restored afterwards.
     """
     if mode not in ("mse", "act"):
         raise ValueError(f"recalibrate: mode must be 'mse' or 'act', got {mode!r}")
     if not job.val_shards:
         raise ValueError("recalibrate: the job lists no validation shards to score on")
+    threads = torch.get_num_threads()
+    if job.train.threads:
+        torch.set_num_threads(job.train.threads)
+    try:
+        return _recalibrate(
+            final_pt, job, mode, calib_batches, val_tokens_max, out_path, torch.device(device), batch_size
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _recalibrate(
+    final_pt: str | Path,
+    job: TrainJob,
+    mode: str,
+    calib_batches: int,
+    val_tokens_max: int | None,
+    out_path: str | Path | None,
+    device: torch.device,
+    batch_size: int,
+) -> RecalResult:
     t0 = time.perf_counter()
-    device = torch.device(device)
     final_pt = Path(final_pt)
     out_path = Path(out_path) if out_path is not None else final_pt.parent / "recalibrated.pt"
     model, blob = load_final(final_pt, device=device)

@@ -16,13 +16,11 @@ the environment.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
 import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,115 +44,17 @@ from golfmodel.train.checkpoint import (
     save_checkpoint,
     save_final,
 )
-from golfmodel.train.config import TrainConfig, TrainJob
+from golfmodel.train.config import TrainJob
 from golfmodel.train.data import TokenLoader
 from golfmodel.train.files import atomic_write_json
 from golfmodel.train.muon import build_optimizers, set_lr
 from golfmodel.train.runlog import RunLog
+from golfmodel.train.runtime import DistEnv, all_finite, autocast, resolve_device, state_sha256
+from golfmodel.train.validation import evaluate_bpb, load_bigram_logprior, load_table, load_val_tokens
 
 
 class TrainingDiverged(RuntimeError):
     """The loss (or the weights) became non-finite; the message names the step and the last good checkpoint."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class DistEnv:
-    """Where this process sits in the run (read from RANK/WORLD_SIZE/LOCAL_RANK by `__main__` only)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(cfg: TrainConfig, local_rank: int = 0) -> torch.device:
-    """cuda:<local_rank> for device=cuda (or auto with a GPU), else cpu."""
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def resolve_backend(cfg: TrainConfig, device: torch.device) -> str:
-    if cfg.backend != "auto":
-        return cfg.backend
-    return "nccl" if device.type == "cuda" else "gloo"
-
-
-def state_sha256(model: nn.Module) -> str:
-    """sha256 over the model's state dict (names and bytes, in order): equal hashes = identical weights."""
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def load_table(spec: str) -> Any:
-    """ByteTable for validation bpb: "byte260" or a sentencepiece model path."""
-    from golfmodel.eval import ByteTable
-
-    return ByteTable.byte260() if spec == "byte260" else ByteTable.from_sentencepiece(spec)
-
-
-def load_val_tokens(paths: tuple[str, ...] | list[str], max_tokens: int, vocab_size: int) -> np.ndarray:
-    """The first `max_tokens` (0 = all) tokens of the concatenated validation shards, int64 (N,)."""
-    from golfmodel.data.shards import read_shard
-
-    parts, n = [], 0
-    for p in paths:
-        t = read_shard(p, vocab_size=vocab_size)
-        take = len(t) if not max_tokens else min(len(t), max_tokens - n)
-        parts.append(np.asarray(t[:take], dtype=np.int64))
-        n += take
-        if max_tokens and n >= max_tokens:
-            break
-    if not parts:
-        raise ValueError("no validation shards given")
-    return np.concatenate(parts)
-
-
-def load_bigram_logprior(path: str, vocab_size: int) -> torch.Tensor:
-    """(V, V) float32 log-probability table written by the bigram stage (`golfmodel.data.bigram`)."""
-    from golfmodel.data.bigram import load_logprior
-
-    table = torch.from_numpy(np.array(load_logprior(path), dtype=np.float32))
-    if tuple(table.shape) != (vocab_size, vocab_size):
-        raise ValueError(
-            f"{path}: bigram log-prior has shape {tuple(table.shape)}, expected ({vocab_size}, {vocab_size})"
-        )
-    return table
-
-
-@torch.no_grad()
-def evaluate_bpb(
-    model: nn.Module, tokens: np.ndarray, table: Any, *, seq_len: int, batch_size: int, device: torch.device
-) -> float:
-    """Non-overlapping validation bpb (rule "all") of the model as it runs now (QAT flags as set)."""
-    from golfmodel.eval import score
-
-    was_training = model.training
-    model.eval()
-    amp = _autocast(device, "bf16")
-
-    def model_fn(idx: torch.Tensor) -> torch.Tensor:
-        with amp:
-            return model(idx).float()
-
-    try:
-        return score(model_fn, tokens, table, seq_len=seq_len, batch_size=batch_size, device=device).bpb
-    finally:
-        model.train(was_training)
-
-
-def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and dtype in ("bf16", "auto"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _resume_key(job: TrainJob) -> str:
@@ -318,9 +218,9 @@ class Trainer:
         )
 
     def _checkpoint(self, elapsed: float) -> None:
-        if not _all_finite(self.model):
+        if not all_finite(self.model):
             raise TrainingDiverged(
-                f"training diverged: non-finite weights after step {self.step - 1}; "
+                f"training diverged: non-finite weights after step {self.step}; "
                 f"last good checkpoint: {self.last_ckpt or 'none (no checkpoint written yet)'}"
             )
         path = None
@@ -392,12 +292,14 @@ class Trainer:
         V = self.job.model.vocab_size
         loss_sum = torch.zeros((), device=self.device)
         for k, (x, y) in enumerate(batches):
+            if self.device.type == "cuda":  # pinned host memory lets the copy overlap compute
+                x, y = x.pin_memory(), y.pin_memory()
             x = x.to(self.device, non_blocking=True)  # (B, T)
             y = y.to(self.device, non_blocking=True)  # (B, T)
             last = k == len(batches) - 1
             sync = self.fwd.no_sync() if (self.distributed and not last) else contextlib.nullcontext()
             with sync:
-                with _autocast(self.device, self.cfg.dtype):
+                with autocast(self.device, self.cfg.dtype):
                     logits = self.fwd(x)  # (B, T, V)
                 loss = F.cross_entropy(logits.float().reshape(-1, V), y.reshape(-1))
                 if self.cfg.debug_nan_at_step is not None and self.step + 1 == self.cfg.debug_nan_at_step:
@@ -551,6 +453,7 @@ class Trainer:
             seq_len=self.cfg.seq_len,
             batch_size=self.cfg.val_batch_seqs,
             device=self.device,
+            dtype=self.cfg.dtype,
         )
         self.log.metrics(
             {"kind": "val", "step": self.step, "p": round(p, 6), "val_bpb": bpb, "elapsed": now}, echo=True
@@ -560,15 +463,16 @@ class Trainer:
 
     def _compile_warmup(self) -> None:
         """Compile every QAT configuration the run will use before the clock starts (one fwd/bwd each, no step)."""
+        position = self.loader.state_dict()
         x, y = self.loader.next_step()[0]
-        self.loader.cursor -= self.cfg.batch_seqs  # give the batch back
+        self.loader.load_state_dict(position)  # give the batch back: training starts at the same data
         saved = qat_flags(self.model)
         configs = [[j < k for j in range(len(self.groups))] for k in range(len(self.groups) + 1)]
         for on in configs:
             for g, flag in zip(self.groups, on, strict=True):
                 for layer in g:
                     layer.set_qat(flag)
-            with _autocast(self.device, self.cfg.dtype):
+            with autocast(self.device, self.cfg.dtype):
                 logits = self.fwd(x.to(self.device))
             F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).reshape(-1)).backward()
             for opt in self.optimizers:
@@ -592,9 +496,9 @@ class Trainer:
             layer.refresh_tau()  # re-quantise: τ fitted to the final (averaged) weights
         if self.layers:
             self.log.event("final_requantise", step=self.step, layers=len(self.layers))
-        if not _all_finite(self.model):
+        if not all_finite(self.model):
             raise TrainingDiverged(
-                f"training diverged: non-finite final weights after step {self.step - 1}; "
+                f"training diverged: non-finite final weights after step {self.step}; "
                 f"last good checkpoint: {self.last_ckpt or 'none (no checkpoint written yet)'}"
             )
         if self.cfg.debug_rank_state:
@@ -613,6 +517,7 @@ class Trainer:
                     seq_len=self.cfg.seq_len,
                     batch_size=self.cfg.val_batch_seqs,
                     device=self.device,
+                    dtype=self.cfg.dtype,
                 )
             run_s = max(total_elapsed - start_elapsed, 1e-9)
             summary = {
@@ -650,12 +555,6 @@ def _configure_q2(layer: nn.Module, job: TrainJob) -> None:
         layer.tau_method = job.qat.tau_method
     if hasattr(layer, "tau_std_mult"):
         layer.tau_std_mult = job.qat.tau_std_mult
-
-
-@torch.no_grad()
-def _all_finite(model: nn.Module) -> bool:
-    flags = [torch.isfinite(p).all() for p in model.parameters()]
-    return bool(torch.stack(flags).all().item()) if flags else True
 
 
 def train(job: TrainJob, env: DistEnv | None = None, *, resume: bool | None = None) -> dict[str, Any] | None:

@@ -150,6 +150,10 @@ def test_served_deployment_runs_when_triggered(flows, first_run, artifacts: Path
         flow_run = run_deployment("golf-pipeline/test-nightly", timeout=240)
         assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
         assert flows.states(flow_run.id) == {s: "Cached" for s in STAGES}
+        bad = first_run[2].model_dump(mode="json")
+        bad["train"]["max_steps"] = 0  # the deployment's parameter schema (the UI form) rejects it
+        with pytest.raises(Exception, match="max_steps|minimum|greater"):
+            run_deployment("golf-pipeline/test-nightly", parameters={"settings": bad}, timeout=0)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
