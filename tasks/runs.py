@@ -38,6 +38,8 @@ def git_info(repo: Path = REPO) -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     sha = git("rev-parse", "HEAD")
+    if sha is None and (repo / "GIT_SHA").exists():  # a Docker image: the SHA was written at build time
+        return {"sha": (repo / "GIT_SHA").read_text().strip(), "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no") if sha else None
     return {"sha": sha, "dirty": bool(status) if status is not None else None}
 

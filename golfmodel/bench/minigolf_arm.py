@@ -231,7 +231,7 @@ def run_arm(spec: ArmSpec) -> dict[str, Any]:
 
     from golfmodel.train.checkpoint import load_final
     from golfmodel.train.files import atomic_write_json
-    from golfmodel.train.trainer import load_table, load_val_tokens
+    from golfmodel.train.validation import load_table, load_val_tokens
 
     run_dir = Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ fake-quantises its weight), (b) the same model with QAT off, (c) the all-GQA abl
 at the same width (a GQA mixer and a CfC mixer both hold 3·d² weights, so the parameter counts
 match to within the scalar gains); then the CfC scan alone (B x seq x d_model, fp32): the chunked
 log-space `cfc_scan` against the token-by-token `cfc_scan_reference`, forward and
-forward+backward. Median of `--iters` timed runs after one warm-up; the three models are timed
+forward+backward. One torch thread by default (`--threads 0` for torch's default): on a shared
+machine multi-threaded timings of small models mostly measure contention. Median of `--iters`
+timed runs after one warm-up; the three models are timed
 round-robin so that load changes on a shared machine hit them alike. Timings are wall-clock on
 whatever machine runs it; docs/decisions/model.md records which.
 """
@@ -126,7 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--chunk", type=int, default=64, help="cfc_chunk")
     p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable on a shared box; 0 = torch's)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -217,6 +217,9 @@ class _Embedded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def create_module(self, spec):
         return None
 
+    def get_source(self, name):
+        return _SOURCES[name][1]  # tracebacks show embedded lines (linecache asks the loader)
+
     def exec_module(self, module):
         src = _SOURCES[module.__name__][1]
         filename = module.__spec__.origin

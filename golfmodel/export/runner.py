@@ -129,7 +129,7 @@ def _job(config: dict[str, Any], environ: Mapping[str, str], out_root: Path, run
 
 
 def _dist_env(environ: Mapping[str, str]) -> Any:
-    from golfmodel.train.trainer import DistEnv
+    from golfmodel.train.runtime import DistEnv
 
     return DistEnv(
         rank=int(environ.get("RANK", "0")),
@@ -152,7 +152,8 @@ def run(
     import torch
     import torch.distributed as dist
 
-    from golfmodel.train.trainer import resolve_backend, resolve_device, train
+    from golfmodel.train.runtime import resolve_backend, resolve_device
+    from golfmodel.train.trainer import train
 
     env = _dist_env(environ)
     job = _job(config, environ, out_root, run_id)
@@ -195,7 +196,7 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
     from golfmodel.eval import ByteTable, score
     from golfmodel.q2bn.size import size_check
     from golfmodel.train.checkpoint import load_final
-    from golfmodel.train.trainer import load_val_tokens
+    from golfmodel.train.validation import load_val_tokens
 
     out = Path(job.out_dir)
     final = out / "final.pt"

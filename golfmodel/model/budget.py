@@ -236,31 +236,36 @@ class _Search:
     def confirm(self, depth: int, ratio: float) -> Point | None:
         """The largest point at `depth` whose real artifact fits, starting from the prediction at `ratio`."""
         i = self.widest(depth, ratio)
-        while i is not None and i >= 0:
-            d = self.widths[i]
-            if not self.mlp_fill:  # walk the width: down until it fits, up while the next one fits
-                base = self.base_hidden
-                while i >= 0 and self.real((depth, self.widths[i], base(self.widths[i]))) > self.target:
-                    i -= 1
-                if i < 0:
-                    return None
-                while i + 1 < len(self.widths):
-                    nxt = (depth, self.widths[i + 1], base(self.widths[i + 1]))
-                    if self.real(nxt) > self.target:
-                        break
-                    i += 1
-                return (depth, self.widths[i], base(self.widths[i]))
+        if i is None:
+            return None
+        return self._walk_mlp(depth, i, ratio) if self.mlp_fill else self._walk_width(depth, i)
+
+    def _walk_width(self, depth: int, i: int) -> Point | None:
+        """Base MLP: step the width down until it fits, then up while the next width fits."""
+        points = [(depth, d, self.base_hidden(d)) for d in self.widths]
+        while i >= 0 and self.real(points[i]) > self.target:
+            i -= 1
+        if i < 0:
+            return None
+        while i + 1 < len(points) and self.real(points[i + 1]) <= self.target:
+            i += 1
+        return points[i]
+
+    def _walk_mlp(self, depth: int, i: int, ratio: float) -> Point | None:
+        """Width from the estimate; the MLP re-aimed with the measured ratio, then stepped to the edge."""
+        while i >= 0:
+            d, base = self.widths[i], self.base_hidden(self.widths[i])
             p = (depth, d, self.top_up(depth, d, ratio))
-            for _ in range(3):  # re-aim the MLP width with the measured compression ratio
+            for _ in range(3):
                 q = (depth, d, self.top_up(depth, d, self.ratio_at(p)))
                 if q == p:
                     break
                 p = q
-            while self.real(p) > self.target and p[2] > self.base_hidden(d):
-                p = (depth, d, p[2] - WIDTH_STEP)  # walk the MLP down, not below its base width
-            if self.real(p) > self.target:
+            while self.real(p) > self.target and p[2] > base:
+                p = (depth, d, p[2] - WIDTH_STEP)  # down, but not below the base MLP
+            if self.real(p) > self.target:  # even the base MLP is too big: next narrower width
                 ratio = self.ratio_at(p)
-                i -= 1  # even the base MLP is too big at this width: next narrower width
+                i -= 1
                 continue
             while (
                 p[2] + WIDTH_STEP <= self.max_hidden(d)

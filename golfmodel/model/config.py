@@ -51,7 +51,14 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name}: must be a positive number, got {value!r}")
-        if not self.pattern or any(ch not in BLOCK_LETTERS for ch in self.pattern):
+        for name in ("bigram_prior", "tie_embeddings", "qk_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be a bool, got {getattr(self, name)!r}")
+        if (
+            not isinstance(self.pattern, str)
+            or not self.pattern
+            or any(ch not in BLOCK_LETTERS for ch in self.pattern)
+        ):
             raise ValueError(
                 f"pattern: must be a non-empty string of {BLOCK_LETTERS!r} letters, got {self.pattern!r}"
             )

@@ -36,6 +36,7 @@ def test_from_dict_rejects_unknown_keys() -> None:
         ({"pattern": "GXC"}, "pattern"),
         ({"mlp_mult": -1.0}, "mlp_mult"),
         ({"cfc_chunk": 0}, "cfc_chunk"),
+        ({"bigram_prior": "yes"}, "bigram_prior"),
     ],
 )
 def test_invalid_field_raises_naming_it(override: dict, field: str) -> None:
