@@ -46,9 +46,10 @@ from golfmodel.bench.minigolf_arm import (
 )
 
 MAIN_ARMS = ("q2-geode", "q2-geode-fp32", "gpt-int8")
-# gpt-int8 tokens that take about 10 minutes of training on this CPU (2 cores, one thread per arm,
-# two arms side by side) at the solver's 120,000-byte byte260 shape; see docs/minigolf.md.
-DEFAULT_INT8_TOKENS = 24_000_000
+# gpt-int8 tokens that take about 10 minutes of training on this CPU: `--calibrate 90` measured
+# 27,900 tok/s for the solver's 120,000-byte byte260 int8 shape (one thread, two arms side by
+# side, machine shared) → 16.7 M tokens in 600 s; see docs/minigolf.md.
+DEFAULT_INT8_TOKENS = 16_000_000
 DEFAULT_BUDGET_BYTES = 120_000
 MIN_FILL = 0.9  # both arms must fill at least this fraction of the byte budget
 BASELINE_KEEP_FLOAT = 65_536  # the challenge baseline keeps float tensors up to this many elements ...

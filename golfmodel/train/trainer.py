@@ -144,7 +144,8 @@ class Trainer:
             import torch._dynamo as dynamo
 
             # every QAT configuration (G+1 of them) is its own graph; keep them all cached
-            dynamo.config.cache_size_limit = max(dynamo.config.cache_size_limit, len(self.groups) + 4)
+            key = "recompile_limit" if hasattr(dynamo.config, "recompile_limit") else "cache_size_limit"
+            setattr(dynamo.config, key, max(getattr(dynamo.config, key), len(self.groups) + 4))
             fwd = torch.compile(fwd)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
