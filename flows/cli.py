@@ -42,7 +42,9 @@ class UsageError(Exception):
 
 
 def _add_settings_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="smoke", help=f"settings preset ({', '.join(preset_names())}); default smoke")
+    p.add_argument(
+        "--preset", default="smoke", help=f"settings preset ({', '.join(preset_names())}); default smoke"
+    )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one setting, e.g. --set train.max_steps=50 (repeatable)",
@@ -108,7 +110,15 @@ def _warm_ephemeral_server() -> threading.Thread | None:
 
 def _print_summary(result: dict[str, Any]) -> None:
     summary = result.get("summary") or {}
-    for key in ("bigram_bpb", "prequant_bpb", "recalibrated_bpb", "final_bpb", "artifact_bytes", "total_bytes", "budget_bytes"):
+    for key in (
+        "bigram_bpb",
+        "prequant_bpb",
+        "recalibrated_bpb",
+        "final_bpb",
+        "artifact_bytes",
+        "total_bytes",
+        "budget_bytes",
+    ):
         if summary.get(key) is not None:
             print(f"{key.replace('_', ' ')}: {summary[key]}")
 
@@ -175,7 +185,9 @@ def cmd_settings_show(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """`golf train --dry-run`: the GPU job's plan (model, memory, FLOPs, projected time) and its command."""
     if not args.dry_run:
-        raise UsageError("golf train runs only with --dry-run; training runs as a pipeline stage (golf run / golf stage train)")
+        raise UsageError(
+            "golf train runs only with --dry-run; training runs as a pipeline stage (golf run / golf stage train)"
+        )
     from golf.settings.convert import torchrun_command, train_job
 
     settings = _settings(args)
@@ -191,7 +203,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_seq_len=settings.eval.seq_len, eval_stride=settings.eval.stride or settings.eval.seq_len,
     )  # fmt: skip
     print(report.format())
-    print("exact command (golf run's train stage): " + " ".join(torchrun_command(settings, out / "RUN.json", sys.executable)))
+    print(
+        "exact command (golf run's train stage): "
+        + " ".join(torchrun_command(settings, out / "RUN.json", sys.executable))
+    )
     return 0
 
 
@@ -199,7 +214,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Start a local Prefect server (analytics off) in the foreground and print its URL."""
     _offline_env()
     url = f"http://{args.host}:{args.port}"
-    print(f"Prefect UI: {url}\nAPI: {url}/api  (golf run finds it on the default port; else export PREFECT_API_URL={url}/api)")
+    print(
+        f"Prefect UI: {url}\nAPI: {url}/api  (golf run finds it on the default port; else export PREFECT_API_URL={url}/api)"
+    )
     sys.stdout.flush()
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
     try:
@@ -220,7 +237,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from golf.flows.pipeline import golf_pipeline
 
     cron = args.cron or settings.pipeline.nightly_cron
-    print(f"serving deployment golf-pipeline/{args.name}: cron {cron!r} ({settings.pipeline.timezone})", file=sys.stderr)
+    print(
+        f"serving deployment golf-pipeline/{args.name}: cron {cron!r} ({settings.pipeline.timezone})",
+        file=sys.stderr,
+    )
     golf_pipeline.serve(
         name=args.name,
         schedule=Cron(cron, timezone=settings.pipeline.timezone),
@@ -323,7 +343,9 @@ def _unavailable(name: str, module: str) -> int:
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="golf", description="Parameter Golf pipeline: train, pack, size-check, score.")
+    parser = argparse.ArgumentParser(
+        prog="golf", description="Parameter Golf pipeline: train, pack, size-check, score."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the pipeline (cached stages are skipped)")
@@ -348,7 +370,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="training helpers (the run itself is a pipeline stage)")
     _add_settings_args(p)
-    p.add_argument("--dry-run", action="store_true", help="plan the job (meta device) and print the torchrun command")
+    p.add_argument(
+        "--dry-run", action="store_true", help="plan the job (meta device) and print the torchrun command"
+    )
     p.add_argument("--device", default="H100", help="GPU to project onto (default H100)")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
     p.set_defaults(func=cmd_train)
@@ -371,7 +395,9 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("gc", help="remove old runs and unreferenced cache entries")
     _add_settings_args(p)
-    p.add_argument("--older-than", type=float, default=None, metavar="DAYS", help="default pipeline.retention_days")
+    p.add_argument(
+        "--older-than", type=float, default=None, metavar="DAYS", help="default pipeline.retention_days"
+    )
     p.add_argument("--dry-run", action="store_true", help="list what would be removed")
     p.set_defaults(func=cmd_gc)
 

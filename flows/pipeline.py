@@ -42,7 +42,9 @@ class _Stages:
         self.records: dict[str, StageRecord] = {}
         self.status: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, name: str, task: Callable[..., Any], *upstream: StageRecord | None) -> StageRecord | None:
+    def __call__(
+        self, name: str, task: Callable[..., Any], *upstream: StageRecord | None
+    ) -> StageRecord | None:
         if name not in self.needed:
             return None
         ups = dict(zip(UPSTREAM[name], upstream, strict=True))
@@ -111,7 +113,9 @@ def golf_pipeline(
         summary = finish_report(run, step.records.get("report"), step.status, summarise(step.records))
         run.write_status(step.status, "failed" if message else "completed", message)
         create_markdown_artifact(
-            markdown=(run.path / "report.md").read_text(), key="golf-report", description=f"golf run {run.path.name}"
+            markdown=(run.path / "report.md").read_text(),
+            key="golf-report",
+            description=f"golf run {run.path.name}",
         )
         result = {"run_dir": str(run.path), "summary": summary, "message": message}
         return Failed(message=message, data=result) if message else result

@@ -127,7 +127,9 @@ def train_job(
             weight_decay=t.weight_decay,
             grad_clip=t.grad_clip,
         ),
-        schedule=ScheduleConfig(warmup_frac=t.warmup_frac, warmdown_frac=t.warmdown_frac, f1=f1, f2=f2, f3=f3),
+        schedule=ScheduleConfig(
+            warmup_frac=t.warmup_frac, warmdown_frac=t.warmdown_frac, f1=f1, f2=f2, f3=f3
+        ),
         qat=QATConfig(
             enabled=q.qat,
             progressive=q.progressive,
@@ -155,8 +157,20 @@ def torchrun_command(settings: Settings, job_path: str | Path, python: str = "py
     if n == 1:
         return [python, "-m", "golfmodel.train", "--job", str(job_path)]
     script = Path(python).parent / "torchrun"
-    launcher = [str(script)] if Path(python).is_absolute() and script.exists() else [python, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc_per_node={n}", "-m", "golfmodel.train", "--job", str(job_path)]
+    launcher = (
+        [str(script)]
+        if Path(python).is_absolute() and script.exists()
+        else [python, "-m", "torch.distributed.run"]
+    )
+    return [
+        *launcher,
+        "--standalone",
+        f"--nproc_per_node={n}",
+        "-m",
+        "golfmodel.train",
+        "--job",
+        str(job_path),
+    ]
 
 
 def eval_kwargs(settings: Settings) -> dict[str, Any]:

@@ -44,4 +44,6 @@ def count_bigrams(tokenise: StageRecord, work: Path) -> StageResult:
 @task(name="bigram", cache_policy=NO_CACHE, persist_result=False)
 def bigram(settings: Settings, tokenise: StageRecord, force: bool = False) -> Any:
     """Count bigrams of the training shards and score the bigram model on the validation shards."""
-    return cached_stage("bigram", settings, {"tokenise": tokenise}, lambda work: count_bigrams(tokenise, work), force=force)
+    return cached_stage(
+        "bigram", settings, {"tokenise": tokenise}, lambda work: count_bigrams(tokenise, work), force=force
+    )

@@ -276,7 +276,9 @@ class StageCache:
             record = StageRecord.from_dict({**raw, "dir": str(folder)})
         return record
 
-    def lookup(self, stage: str, config: Mapping[str, Any], upstream: Mapping[str, StageRecord]) -> StageRecord | None:
+    def lookup(
+        self, stage: str, config: Mapping[str, Any], upstream: Mapping[str, StageRecord]
+    ) -> StageRecord | None:
         """The cached record for these inputs, or None."""
         return self.load(stage, self.key(stage, config, upstream))
 

@@ -69,4 +69,6 @@ def fetch(settings: Settings, work: Path) -> StageResult:
 )
 def download(settings: Settings, force: bool = False) -> Any:
     """Fetch the challenge data (hub at a pinned revision, or a local mirror), sha256-verified."""
-    return cached_stage("download", settings, {}, lambda work: fetch(settings, work), resume=True, force=force)
+    return cached_stage(
+        "download", settings, {}, lambda work: fetch(settings, work), resume=True, force=force
+    )

@@ -24,14 +24,20 @@ def recalibrate_tau(settings: Settings, train: StageRecord, work: Path) -> Stage
     final, out = train.path(train.values["final"]), work / "recalibrated.pt"
     mode = settings.quant.recalibrate
     job = TrainJob.from_json(train.path("RUN.json"))
-    tokenizer = "byte260" if job.tokenizer == "byte260" else Path(job.tokenizer).stem  # an id, not a local path
+    tokenizer = (
+        "byte260" if job.tokenizer == "byte260" else Path(job.tokenizer).stem
+    )  # an id, not a local path
     if mode == "off":
         os.link(final, out)
         return StageResult(values={"final": out.name, "mode": mode, "before_bpb": None, "after_bpb": None,
                                    "tokenizer": tokenizer})  # fmt: skip
     device = "cuda" if settings.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-    res = library_recalibrate(final, job, mode=mode, calib_batches=settings.quant.calib_batches, out_path=out, device=device)
-    logger().info("recalibrate (%s): val bpb %.4f → %.4f, kept=%s", mode, res.bpb_before, res.bpb_after, res.kept)
+    res = library_recalibrate(
+        final, job, mode=mode, calib_batches=settings.quant.calib_batches, out_path=out, device=device
+    )
+    logger().info(
+        "recalibrate (%s): val bpb %.4f → %.4f, kept=%s", mode, res.bpb_before, res.bpb_after, res.kept
+    )
     return StageResult(
         values={"final": out.name, "mode": mode, "before_bpb": res.bpb_before, "after_bpb": res.bpb_after,
                 "kept": res.kept, "tokenizer": tokenizer},

@@ -41,13 +41,17 @@ def plot_loss(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     train = [r for r in rows if r.get("kind", "train") == "train" and r.get("loss") is not None]
     val = [r for r in rows if r.get("kind") == "val" and r.get("val_bpb") is not None]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss (nats)", color="tab:blue")
+    ax.plot(
+        [r["step"] for r in train], [r["loss"] for r in train], label="train loss (nats)", color="tab:blue"
+    )
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (nats/token)")
     ax.grid(alpha=0.3)
     if val:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in val], [r["val_bpb"] for r in val], "o-", color="tab:orange", label="val bpb")
+        ax2.plot(
+            [r["step"] for r in val], [r["val_bpb"] for r in val], "o-", color="tab:orange", label="val bpb"
+        )
         ax2.set_ylabel("validation bits/byte")
     ax.set_title(title)
     fig.tight_layout()
@@ -90,13 +94,18 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
     }
     write_json_atomic(work / "report.json", data)
     rows = read_metrics(train.path(train.values["metrics"]))
-    plot_loss(rows, work / "loss.png", f"golf {settings.preset}: {data['model'] and data['model'].get('arm')}")
+    plot_loss(
+        rows, work / "loss.png", f"golf {settings.preset}: {data['model'] and data['model'].get('arm')}"
+    )
     bpb_rows = [
         ("bigram baseline (val)", data["bigram_bpb"]),
         ("pre-quant (training weights, val slice)", data["prequant_bpb"]),
         ("post-quant (before τ recalibration, val slice)", data["postquant_bpb"]),
         ("post-recalibration (val slice)", data["recalibrated_bpb"]),
-        (f"final: from the artifact, {val.values.get('mode')} (stride {val.values.get('stride')})", data["final_bpb"]),
+        (
+            f"final: from the artifact, {val.values.get('mode')} (stride {val.values.get('stride')})",
+            data["final_bpb"],
+        ),
     ]
     size_rows = [("artifact (compressed)", data["artifact_bytes"]), ("shipped code", data["code_bytes"]),
                  ("total", data["total_bytes"]), ("budget", data["budget_bytes"]),
@@ -164,4 +173,6 @@ def report(
     """Write the run report (markdown, JSON, loss curve) from the stages' records."""
     records = {"bigram": bigram, "train": train, "recalibrate": recalibrate, "pack": pack,
                "size_check": size_check, "validate": validate}  # fmt: skip
-    return cached_stage("report", settings, records, lambda work: build_report(settings, records, work), force=force)
+    return cached_stage(
+        "report", settings, records, lambda work: build_report(settings, records, work), force=force
+    )

@@ -95,7 +95,9 @@ class RunDir:
             "settings_hash": settings_hash(settings),
             "preset": settings.preset,
             "git": git_info(),
-            "versions": package_versions(("torch", "numpy", "sentencepiece", "zstandard", "prefect", "pydantic")),
+            "versions": package_versions(
+                ("torch", "numpy", "sentencepiece", "zstandard", "prefect", "pydantic")
+            ),
             "device": device_info(),
             "started": time.time(),
             **(extra or {}),
@@ -154,7 +156,9 @@ def _entry_key(name: str) -> str:
     return name
 
 
-def gc(artifacts_dir: str | Path, older_than_days: float, *, dry_run: bool = False, now: float | None = None) -> GcReport:
+def gc(
+    artifacts_dir: str | Path, older_than_days: float, *, dry_run: bool = False, now: float | None = None
+) -> GcReport:
     """Remove run folders and cache entries older than `older_than_days` that nothing kept points at.
 
     Kept: run folders younger than the limit, the newest run folder always, and every cache
@@ -191,14 +195,21 @@ def gc(artifacts_dir: str | Path, older_than_days: float, *, dry_run: bool = Fal
         freed += _size(run)
         if not dry_run:
             shutil.rmtree(run, ignore_errors=True)
-    return GcReport(removed_runs=old_runs, removed_entries=removed_entries, kept_referenced=kept_referenced, freed_bytes=freed)
+    return GcReport(
+        removed_runs=old_runs,
+        removed_entries=removed_entries,
+        kept_referenced=kept_referenced,
+        freed_bytes=freed,
+    )
 
 
 def stage_table(stages: dict[str, dict[str, Any]]) -> str:
     """Markdown table of per-stage status, seconds and cache use."""
     lines = ["| stage | status | seconds | cached |", "|---|---|---:|---|"]
     for name, s in stages.items():
-        lines.append(f"| {name} | {s.get('status')} | {s.get('seconds', 0):.2f} | {'yes' if s.get('cached') else 'no'} |")
+        lines.append(
+            f"| {name} | {s.get('status')} | {s.get('seconds', 0):.2f} | {'yes' if s.get('cached') else 'no'} |"
+        )
     return "\n".join(lines)
 
 

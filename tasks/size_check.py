@@ -24,7 +24,9 @@ def check_size(settings: Settings, pack: StageRecord, work: Path) -> StageResult
     """Sum artifact + code bytes, write size.json, fail above the budget with the breakdown."""
     from golfmodel.q2bn.size import size_check as library_size_check
 
-    report = library_size_check(pack.path(pack.values["artifact"]), shipped_code(work), settings.pack.budget_bytes)
+    report = library_size_check(
+        pack.path(pack.values["artifact"]), shipped_code(work), settings.pack.budget_bytes
+    )
     logger().info("size check:\n%s", report.table())
     report.raise_if_over()
     data = report.to_dict()

@@ -42,7 +42,10 @@ def stage_config(stage: str, settings: Settings) -> dict[str, Any]:
             "docs": settings.tokeniser.source == "docs" and settings.tokeniser.docs is None,
         }
     if stage == "tokenise":
-        return {"tokeniser": _section(settings, "tokeniser", drop=("workers",)), "data_variant": settings.data.variant}
+        return {
+            "tokeniser": _section(settings, "tokeniser", drop=("workers",)),
+            "data_variant": settings.data.variant,
+        }
     if stage == "bigram":
         return {"vocab_size": settings.vocab_size}
     if stage == "train":

@@ -112,7 +112,9 @@ def run_streaming(
             while proc.poll() is None:
                 if deadline is not None and time.monotonic() > deadline:
                     kill_group(proc, grace)
-                    raise SubprocessTimeout(f"{cmd[0]} ran past its {timeout:g} s limit; its process group was killed")
+                    raise SubprocessTimeout(
+                        f"{cmd[0]} ran past its {timeout:g} s limit; its process group was killed"
+                    )
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.2)  # short waits keep signals and the deadline responsive
     finally:

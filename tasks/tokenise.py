@@ -37,7 +37,9 @@ def docs_spec(settings: Settings, download: StageRecord) -> str:
     docs = settings.tokeniser.docs
     if docs is None:
         if not download.values.get("docs"):
-            raise ValueError("tokeniser.source=docs needs docs_selected.jsonl, which the download stage did not fetch")
+            raise ValueError(
+                "tokeniser.source=docs needs docs_selected.jsonl, which the download stage did not fetch"
+            )
         return str(download.path(download.values["docs"]))
     if docs.startswith("fineweb:"):
         return "hf:HuggingFaceFW/fineweb:" + docs.removeprefix("fineweb:")
@@ -77,9 +79,17 @@ def make_shards(settings: Settings, download: StageRecord, work: Path) -> StageR
     )  # fmt: skip
 
 
-def _result(variant: str, vocab: int, train: list[str], val: list[str], tok: str | None, counts: dict[str, Any]) -> StageResult:
+def _result(
+    variant: str, vocab: int, train: list[str], val: list[str], tok: str | None, counts: dict[str, Any]
+) -> StageResult:
     return StageResult(
-        values={"variant": variant, "vocab_size": vocab, "train_shards": train, "val_shards": val, "tokenizer": tok},
+        values={
+            "variant": variant,
+            "vocab_size": vocab,
+            "train_shards": train,
+            "val_shards": val,
+            "tokenizer": tok,
+        },
         metrics=counts,
     )
 
@@ -88,5 +98,9 @@ def _result(variant: str, vocab: int, train: list[str], val: list[str], tok: str
 def tokenise(settings: Settings, download: StageRecord, force: bool = False) -> Any:
     """Produce the training token shards: hub sp shards as they are, byte260 conversion, or tokenised docs."""
     return cached_stage(
-        "tokenise", settings, {"download": download}, lambda work: make_shards(settings, download, work), force=force
+        "tokenise",
+        settings,
+        {"download": download},
+        lambda work: make_shards(settings, download, work),
+        force=force,
     )

@@ -45,7 +45,11 @@ def shipped_code_bytes() -> int:
 def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord, work: Path) -> StageResult:
     """Write RUN.json into `work`, run the trainer there, and return its summary."""
     log = logger()
-    model = model_config(settings, tokenise.values["vocab_size"], code_bytes=shipped_code_bytes() if settings.model.solve else 0)
+    model = model_config(
+        settings,
+        tokenise.values["vocab_size"],
+        code_bytes=shipped_code_bytes() if settings.model.solve else 0,
+    )
     job = train_job(
         settings,
         vocab_size=tokenise.values["vocab_size"],
@@ -61,7 +65,9 @@ def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord,
     cmd = torchrun_command(settings, work / "RUN.json", python=sys.executable)
     log.info("train: %s", " ".join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(job.train.threads)}
-    run_streaming(cmd, on_line=lambda line: log.info("%s", line), timeout=settings.train.timeout_seconds, env=env)
+    run_streaming(
+        cmd, on_line=lambda line: log.info("%s", line), timeout=settings.train.timeout_seconds, env=env
+    )
     summary: dict[str, Any] = json.loads((work / "train_summary.json").read_text())
     return StageResult(
         values={"final": "final.pt", "metrics": "metrics.jsonl", "model": model.to_dict(),

@@ -36,7 +36,9 @@ def score_artifact(settings: Settings, pack: StageRecord, tokenise: StageRecord,
 
     model = load_artifact(pack.path(pack.values["artifact"]))
     vocab = tokenise.values["vocab_size"]
-    tokens = np.concatenate([np.asarray(read_shard(p, vocab_size=vocab)) for p in tokenise.paths("val_shards")])
+    tokens = np.concatenate(
+        [np.asarray(read_shard(p, vocab_size=vocab)) for p in tokenise.paths("val_shards")]
+    )
     if settings.eval.max_tokens is not None:
         tokens = tokens[: settings.eval.max_tokens]
     tok = tokenise.values.get("tokenizer")

@@ -198,7 +198,11 @@ def test_different_settings_use_separate_folders(cache: StageCache) -> None:
     """Concurrent runs with different settings never share a folder."""
     r1, _ = cache.run("a", {"x": 1}, {}, Counter("one"))
     r2, _ = cache.run("a", {"x": 2}, {}, Counter("two"))
-    assert r1.dir != r2.dir and r1.path("out.txt").read_text() == "one" and r2.path("out.txt").read_text() == "two"
+    assert (
+        r1.dir != r2.dir
+        and r1.path("out.txt").read_text() == "one"
+        and r2.path("out.txt").read_text() == "two"
+    )
 
 
 def test_record_round_trips(cache: StageCache) -> None:

@@ -13,12 +13,17 @@ from golf.flows.cli import build_parser, main
 def test_library_subcommands_are_registered(val_shard: Path) -> None:
     """`golf inspect`, `golf data` and `golf model plan` dispatch to the library's own handlers."""
     assert build_parser(["inspect"]).parse_args(["inspect", "x.q2bn"]).func.__module__ == "golfmodel.q2bn.cli"
-    assert build_parser(["data"]).parse_args(["data", "verify", str(val_shard)]).func.__module__ == "golfmodel.data.cli"
+    assert (
+        build_parser(["data"]).parse_args(["data", "verify", str(val_shard)]).func.__module__
+        == "golfmodel.data.cli"
+    )
     args = ["model", "plan", "--arm", "q2-geode", "--budget", "100000", "--vocab", "260"]
     assert build_parser(["model"]).parse_args(args).func.__module__ == "golfmodel.model.cli"
 
 
-def test_data_verify_through_golf(val_shard: Path, sp_model_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_verify_through_golf(
+    val_shard: Path, sp_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`golf data verify` prints the sample's token count."""
     assert main(["data", "verify", str(val_shard), "--tokenizer", str(sp_model_path)]) == 0
     assert "93187" in capsys.readouterr().out
@@ -59,7 +64,9 @@ def test_gc_removes_old_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert not old.exists() and new.exists() and "removed 1 run(s)" in capsys.readouterr().out
 
 
-def test_bench_dispatches_to_the_library(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bench_dispatches_to_the_library(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`golf bench NAME ARGS` calls golfmodel.bench.NAME_bench.main(ARGS)."""
     import sys
     import types

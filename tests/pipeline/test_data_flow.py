@@ -101,11 +101,26 @@ def test_run_records_stages_in_the_run_folder(flows, tmp_path: Path) -> None:  #
     assert prov["data"]["source"].startswith("mirror:") and (run / "settings.json").exists()
 
 
-def test_cli_data_stages_print_bigram_bpb_and_report(prefect_server: str, sample_root: Path, shared_artifacts: Path) -> None:
+def test_cli_data_stages_print_bigram_bpb_and_report(
+    prefect_server: str, sample_root: Path, shared_artifacts: Path
+) -> None:
     """`golf run --preset smoke --stages download,tokenise,bigram` with the mirror writes shards and the
     bigram table, prints the bigram bpb, and ends stdout with `report: <absolute run folder>`."""
-    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts)}
-    cmd = [sys.executable, "-m", "golf.flows.cli", "run", "--preset", "smoke", "--stages", "download,tokenise,bigram"]
+    env = {
+        **os.environ,
+        "GOLF_DATA__MIRROR": str(sample_root),
+        "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "golf.flows.cli",
+        "run",
+        "--preset",
+        "smoke",
+        "--stages",
+        "download,tokenise,bigram",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()

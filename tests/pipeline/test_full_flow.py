@@ -60,10 +60,14 @@ def test_report_files_and_markdown_artifact(first_run) -> None:  # noqa: ANN001
 
     state = first_run[0]
     run = Path(state.result()["run_dir"])
-    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG" and "final validation bpb" in (run / "report.md").read_text().lower()
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG" and "final validation bpb" in (
+        run / "report.md"
+    ).read_text().lower()
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+            )
         )
     assert [a.type for a in found] == ["markdown"] and "Stages of this run" in found[0].data
 
@@ -92,7 +96,9 @@ def test_changed_train_setting_reruns_train_and_downstream(flows, first_run, art
     settings = flows.settings("test", artifacts, *FAST, "train.max_steps=4")
     state, states = flows.run(settings)
     assert state.is_completed(), state.message
-    assert states == {s: ("Cached" if s in ("download", "tokenise", "bigram") else "Completed") for s in STAGES}
+    assert states == {
+        s: ("Cached" if s in ("download", "tokenise", "bigram") else "Completed") for s in STAGES
+    }
 
 
 def test_failed_stage_reruns_alone_with_upstream_from_cache(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
@@ -105,10 +111,25 @@ def test_failed_stage_reruns_alone_with_upstream_from_cache(flows, first_run, ar
     assert state.is_completed() and states == {"size_check": "Completed"}
 
 
-def test_concurrent_runs_with_different_settings(prefect_server: str, sample_root: Path, artifacts: Path) -> None:
+def test_concurrent_runs_with_different_settings(
+    prefect_server: str, sample_root: Path, artifacts: Path
+) -> None:
     """Two `golf run`s at once with different settings both finish, in separate run and cache folders."""
-    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(artifacts)}
-    base = [sys.executable, "-m", "golf.flows.cli", "run", "--preset", "test", "--stages", "download,tokenise,bigram"]
+    env = {
+        **os.environ,
+        "GOLF_DATA__MIRROR": str(sample_root),
+        "GOLF_PIPELINE__ARTIFACTS_DIR": str(artifacts),
+    }
+    base = [
+        sys.executable,
+        "-m",
+        "golf.flows.cli",
+        "run",
+        "--preset",
+        "test",
+        "--stages",
+        "download,tokenise,bigram",
+    ]
     procs = [
         subprocess.Popen([*base, "--set", f"tokeniser.variant={v}", "--set", "tokeniser.workers=1"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,7 +139,10 @@ def test_concurrent_runs_with_different_settings(prefect_server: str, sample_roo
     assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
     run_dirs = {o[0].strip().splitlines()[-1] for o in outs}
     assert len(run_dirs) == 2
-    vocabs = {json.loads(p.read_text())["values"]["vocab_size"] for p in (artifacts / "cache" / "tokenise").glob("*/record.json")}
+    vocabs = {
+        json.loads(p.read_text())["values"]["vocab_size"]
+        for p in (artifacts / "cache" / "tokenise").glob("*/record.json")
+    }
     assert {1024, 260} <= vocabs
 
 
@@ -146,7 +170,9 @@ def test_served_deployment_runs_when_triggered(flows, sample_root: Path, shared_
     env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts),
            "GOLF_PIPELINE__STAGES": json.dumps(data), "GOLF_TOKENISER__WORKERS": "1"}  # fmt: skip
     cmd = [sys.executable, "-m", "golf.flows.cli", "serve", "--preset", "test", "--name", "test-nightly"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         _wait_for_deployment("golf-pipeline/test-nightly", proc)
         flow_run = run_deployment("golf-pipeline/test-nightly", timeout=240)

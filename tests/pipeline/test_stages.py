@@ -39,7 +39,15 @@ def test_stages_and_from_together_are_rejected() -> None:
 
 def test_needed_stages_close_over_upstream() -> None:
     """validate needs pack (and its chain) and tokenise; nothing downstream of it."""
-    assert needed_stages(["validate"]) == ["download", "tokenise", "bigram", "train", "recalibrate", "pack", "validate"]
+    assert needed_stages(["validate"]) == [
+        "download",
+        "tokenise",
+        "bigram",
+        "train",
+        "recalibrate",
+        "pack",
+        "validate",
+    ]
 
 
 def test_changed_train_setting_touches_train_key_only_among_upstream() -> None:
@@ -52,7 +60,10 @@ def test_changed_train_setting_touches_train_key_only_among_upstream() -> None:
 def test_housekeeping_settings_change_no_key() -> None:
     """Retries, tokeniser workers, the train timeout and log cadence re-run nothing."""
     a = load_settings("test")
-    b = load_settings("test", overrides=["data.retries=9", "tokeniser.workers=3", "train.timeout_seconds=5", "train.log_every=2"])
+    b = load_settings(
+        "test",
+        overrides=["data.retries=9", "tokeniser.workers=3", "train.timeout_seconds=5", "train.log_every=2"],
+    )
     assert [s for s in STAGES if s != "report" and stage_config(s, a) != stage_config(s, b)] == []
 
 

@@ -58,5 +58,9 @@ def test_environment_is_passed() -> None:
     """The child sees the environment it was given."""
     lines: list[str] = []
     env = {**os.environ, "GOLF_SUBPROC_PROBE": "42"}
-    run_streaming([sys.executable, "-c", "import os; print(os.environ['GOLF_SUBPROC_PROBE'])"], on_line=lines.append, env=env)
+    run_streaming(
+        [sys.executable, "-c", "import os; print(os.environ['GOLF_SUBPROC_PROBE'])"],
+        on_line=lines.append,
+        env=env,
+    )
     assert lines == ["42"]

@@ -55,7 +55,13 @@ def test_model_max_seq_len_covers_train_and_eval() -> None:
 def test_torchrun_command_single_process() -> None:
     """One process runs the trainer module directly."""
     s = load_settings("smoke")
-    assert torchrun_command(s, "RUN.json", python="py") == ["py", "-m", "golfmodel.train", "--job", "RUN.json"]
+    assert torchrun_command(s, "RUN.json", python="py") == [
+        "py",
+        "-m",
+        "golfmodel.train",
+        "--job",
+        "RUN.json",
+    ]
 
 
 def test_torchrun_command_eight_processes() -> None:

@@ -11,7 +11,13 @@ from golf.settings import STAGES, Settings, SettingsError, load_settings, preset
 from golf.settings.load import FIELD_PATHS
 
 SNAPSHOT = Path(__file__).with_name("schema_fields.txt")
-STABLE_PATHS = ("data.mirror", "data.variant", "train.max_wallclock_seconds", "train.max_steps", "pack.budget_bytes")
+STABLE_PATHS = (
+    "data.mirror",
+    "data.variant",
+    "train.max_wallclock_seconds",
+    "train.max_steps",
+    "pack.budget_bytes",
+)
 
 
 @pytest.fixture(autouse=True)
