@@ -57,6 +57,10 @@ class Q2Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.qat = False
         self.ste_masked = ste_masked
+        # τ rule: "mse" = exact per-row squared-error fit (the default); "std" = tau_std_mult·row std,
+        # the naive recipe, kept for the ablation that measures what the MSE fit buys.
+        self.tau_method = "mse"
+        self.tau_std_mult = 0.98
         tau = torch.full((out_features,), FP16_MIN_NORMAL, device=self.weight.device, dtype=torch.float32)
         self.register_buffer("tau", tau)
         if _FIT_AT_INIT.get():
@@ -73,7 +77,11 @@ class Q2Linear(nn.Linear):
         """Refit τ to the current shadow weight (optionally weighting columns by act_weight (in,))."""
         if self.weight.is_meta:
             return
-        self.tau.copy_(fit_tau(self.weight.detach().float(), act_weight))
+        w = self.weight.detach().float()
+        if self.tau_method == "std":
+            self.tau.copy_(round_tau(self.tau_std_mult * w.std(dim=1)))
+        else:
+            self.tau.copy_(fit_tau(w, act_weight))
 
     @torch.no_grad()
     def set_tau(self, tau: Tensor) -> None:

@@ -142,3 +142,17 @@ def test_no_tau_init_skips_fitting_until_asked() -> None:
         layer.refresh_tau()
         assert torch.equal(layer.tau, fit_tau(layer.weight.detach()))
     assert torch.equal(_layer().tau, fit_tau(_layer().weight.detach()))
+
+
+def test_tau_method_std_uses_multiple_of_row_std() -> None:
+    """tau_method="std" sets τ to tau_std_mult·row std (fp16-rounded), the naive recipe's rule."""
+    import torch
+
+    from golfmodel.quant.q2linear import Q2Linear
+
+    torch.manual_seed(0)
+    layer = Q2Linear(64, 8)
+    layer.tau_method, layer.tau_std_mult = "std", 0.98
+    layer.refresh_tau()
+    expected = (0.98 * layer.weight.detach().std(dim=1)).half().float()
+    assert torch.equal(layer.tau, expected)
