@@ -14,8 +14,6 @@ when it is not there the flow fails naming it (it never runs stages you did not 
 # the real annotation objects; a served run cannot resolve string annotations.
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,55 +24,11 @@ from prefect.states import Failed, State
 from golf.settings import Settings
 from golf.tasks import bigram, download, pack, recalibrate, report, size_check, tokenise, train, validate
 from golf.tasks.cache import StageRecord
-from golf.tasks.common import TRACE_LOGGER, StageFailed, cache_for, quiet_failed_state_log
+from golf.tasks.common import TRACE_LOGGER, StageFailed, StageRunner, quiet_failed_state_log
 from golf.tasks.runs import RunDir, finish_report
-from golf.tasks.stages import UPSTREAM, needed_stages, select_stages, stage_config
+from golf.tasks.stages import select_stages
 
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", TRACE_LOGGER)
-
-
-class _Stages:
-    """Runs or looks up each stage in turn and keeps this run's status table."""
-
-    def __init__(self, settings: Settings, selected: list[str], force: list[str], run: RunDir) -> None:
-        self.settings, self.selected, self.force, self.run = settings, selected, set(force), run
-        self.needed = needed_stages(selected)
-        self.records: dict[str, StageRecord] = {}
-        self.status: dict[str, dict[str, Any]] = {}
-
-    def __call__(
-        self, name: str, task: Callable[..., Any], *upstream: StageRecord | None
-    ) -> StageRecord | None:
-        if name not in self.needed:
-            return None
-        ups = dict(zip(UPSTREAM[name], upstream, strict=True))
-        t0 = time.perf_counter()
-        if name in self.selected:
-            state: State[Any] = task(self.settings, *upstream, force=name in self.force, return_state=True)
-            if not state.is_completed():
-                self.status[name] = {"status": "failed", "seconds": time.perf_counter() - t0, "cached": False}
-                raise StageFailed(state.message or f"{name} failed")
-            record: StageRecord = state.result()
-            cached = state.name == "Cached"
-            status = "cached" if cached else "completed"
-        else:
-            found = cache_for(self.settings).lookup(name, stage_config(name, self.settings), ups)
-            if found is None:
-                missing = f"stage {name!r} is not cached for these settings; it is needed by " + ", ".join(
-                    s for s in self.selected if name in needed_stages([s])
-                )
-                raise StageFailed(f"{missing}. Run it too: --stages {name},... or --from {name}")
-            record, cached, status = found, True, "from cache"
-        self.records[name] = record
-        self.status[name] = {
-            "status": status,
-            "seconds": round(time.perf_counter() - t0, 3),
-            "cached": cached,
-            "compute_seconds": round(record.seconds, 3),
-            "dir": record.dir,
-        }
-        self.run.write_record(record, self.status[name])
-        return record
 
 
 @flow(name="golf-pipeline", validate_parameters=True)
@@ -93,7 +47,7 @@ def golf_pipeline(
         run.write_settings(settings)
         run.write_provenance(settings, {"stages": selected})
         log.info("run folder: %s; stages: %s", run.path, ", ".join(selected))
-        step = _Stages(settings, selected, force or [], run)
+        step = StageRunner(settings, selected, force or [], run)
         message = None
         try:
             dl = step("download", download.download)

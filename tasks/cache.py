@@ -3,8 +3,8 @@
 Pure logic (no Prefect import), so every caching rule of SPEC §8 is tested without a server.
 
 A stage's key is the sha256 of: the stage name, the stage's own settings subset, the content
-hashes of its upstream records, and the environment fingerprint (a hash of the `golfmodel`,
-`golf.tasks` and `golf.settings` sources plus the installed versions of the packages that
+hashes of its upstream records, and the environment fingerprint (a hash of the `golfmodel` and
+`golf.tasks` sources and `settings/convert.py`, plus the installed versions of the packages that
 shape the numbers). Consequences:
 
 - nothing changed → every key is the same → every stage is a cache hit;
@@ -68,13 +68,15 @@ def sha256_json(obj: Any) -> str:
 
 
 def source_tree_hash(roots: Sequence[Path]) -> str:
-    """sha256 over every .py file under `roots` (relative path + bytes, sorted)."""
+    """sha256 over every .py file under `roots` (folders, or single files): relative path + bytes, sorted."""
     h = hashlib.sha256()
     for root in roots:
-        for path in sorted(root.rglob("*.py")):
+        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
+        for path in files:
             if "__pycache__" in path.parts:
                 continue
-            h.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            rel = path.name if path == root else path.relative_to(root).as_posix()
+            h.update(f"{root.name}/{rel}\0".encode())
             h.update(path.read_bytes())
             h.update(b"\0")
     return h.hexdigest()
@@ -92,11 +94,12 @@ def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str
 
 
 def source_roots() -> list[Path]:
-    """The code whose change must invalidate cached results: golfmodel, golf.tasks, golf.settings."""
+    """The code whose change must invalidate cached results: golfmodel, golf.tasks and the
+    settings → dataclass conversion (the schema itself reaches the keys through the settings)."""
     import golfmodel
 
     here = Path(__file__).resolve().parent
-    return [Path(golfmodel.__file__).resolve().parent, here, here.parent / "settings"]
+    return [Path(golfmodel.__file__).resolve().parent, here, here.parent / "settings" / "convert.py"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,20 +21,19 @@ from prefect.states import Completed, Failed, State
 
 from golf.settings import Settings, SettingsError
 from golf.tasks.cache import CacheError, StageCache, StageRecord, StageResult
-from golf.tasks.stages import stage_config
+from golf.tasks.runs import RunDir
+from golf.tasks.stages import UPSTREAM, needed_stages, stage_config
 from golf.tasks.subproc import SubprocessFailed, SubprocessTimeout
 
 # Library errors that mean "bad input or a failed stage", not "a bug": reported as one line.
 _ERROR_NAMES = (
     "golfmodel.data.shards:ShardError",
     "golfmodel.data.tokenise:DocumentError",
-    "golfmodel.data.hub:DownloadError",
     "golfmodel.data.hub:HubError",
     "golfmodel.eval.bpb:AuditError",
     "golfmodel.q2bn.format:Q2BNError",
-    "golfmodel.q2bn.size:BudgetExceeded",
-    "golfmodel.q2bn.size:SizeError",
-    "golfmodel.model.budget:BudgetError",
+    "golfmodel.q2bn.int8zlib:Int8ZlibError",
+    "golfmodel.q2bn.size:BudgetError",
     "golfmodel.train.trainer:TrainingDiverged",
 )
 
@@ -118,3 +118,55 @@ def cached_stage(
         return Completed(name="Cached", message=f"{stage} served from the cache", data=record)
     log.info("%s: done in %.1f s (%s)", stage, record.seconds, record.dir)
     return record
+
+
+class StageRunner:
+    """Runs a selected stage as its task, or looks an unselected one up in the cache; keeps the status table.
+
+    `runner(name, task, *upstream_records)` returns the stage's record (None when the stage is
+    not needed by the selection) and raises StageFailed with the one-line reason on failure.
+    """
+
+    def __init__(self, settings: Settings, selected: list[str], force: list[str], run: RunDir) -> None:
+        self.settings, self.selected, self.force, self.run = settings, selected, set(force), run
+        self.needed = needed_stages(selected)
+        self.records: dict[str, StageRecord] = {}
+        self.status: dict[str, dict[str, Any]] = {}
+
+    def __call__(
+        self, name: str, task: Callable[..., Any], *upstream: StageRecord | None
+    ) -> StageRecord | None:
+        if name not in self.needed:
+            return None
+        ups = dict(zip(UPSTREAM[name], upstream, strict=True))
+        t0 = time.perf_counter()
+        if name in self.selected:
+            state: State[Any] = task(self.settings, *upstream, force=name in self.force, return_state=True)
+            if not state.is_completed():
+                self.status[name] = {
+                    "status": "failed",
+                    "seconds": round(time.perf_counter() - t0, 3),
+                    "cached": False,
+                }
+                raise StageFailed(state.message or f"{name} failed")
+            record: StageRecord = state.result()
+            cached = state.name == "Cached"
+            status = "cached" if cached else "completed"
+        else:
+            found = cache_for(self.settings).lookup(name, stage_config(name, self.settings), ups)
+            if found is None:
+                missing = f"stage {name!r} is not cached for these settings; it is needed by " + ", ".join(
+                    s for s in self.selected if name in needed_stages([s])
+                )
+                raise StageFailed(f"{missing}. Run it too: --stages {name},... or --from {name}")
+            record, cached, status = found, True, "from cache"
+        self.records[name] = record
+        self.status[name] = {
+            "status": status,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "cached": cached,
+            "compute_seconds": round(record.seconds, 3),
+            "dir": record.dir,
+        }
+        self.run.write_record(record, self.status[name])
+        return record

@@ -31,8 +31,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_loss(rows: list[dict[str, Any]], out: Path, title: str) -> None:
-    """Training loss per step (and periodic validation bpb on a second axis) as a PNG."""
+def plot_loss(rows: list[dict[str, Any]], out: Path, title: str, events: list[dict[str, Any]] = ()) -> None:  # type: ignore[assignment]
+    """Training loss per step, phase boundaries, and periodic validation bpb (second axis) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,6 +47,11 @@ def plot_loss(rows: list[dict[str, Any]], out: Path, title: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("train loss (nats/token)")
     ax.grid(alpha=0.3)
+    for ev in events:
+        if ev.get("event") == "phase" and ev.get("phase", 0) > 1:
+            ax.axvline(ev["step"], color="gray", linestyle="--", linewidth=0.8)
+            ax.annotate(f"phase {ev['phase']}", (ev["step"], 1), xycoords=("data", "axes fraction"),
+                        xytext=(2, -12), textcoords="offset points", fontsize=8, color="gray")  # fmt: skip
     if val:
         ax2 = ax.twinx()
         ax2.plot(
@@ -60,6 +65,8 @@ def plot_loss(rows: list[dict[str, Any]], out: Path, title: str) -> None:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4f}"
     if isinstance(v, int):

@@ -204,11 +204,13 @@ def gc(
 
 
 def stage_table(stages: dict[str, dict[str, Any]]) -> str:
-    """Markdown table of per-stage status, seconds and cache use."""
-    lines = ["| stage | status | seconds | cached |", "|---|---|---:|---|"]
+    """Markdown table of per-stage status, seconds in this run, compute seconds and cache use."""
+    lines = ["| stage | status | seconds (this run) | compute seconds | cached |", "|---|---|---:|---:|---|"]
     for name, s in stages.items():
+        compute = s.get("compute_seconds")
         lines.append(
-            f"| {name} | {s.get('status')} | {s.get('seconds', 0):.2f} | {'yes' if s.get('cached') else 'no'} |"
+            f"| {name} | {s.get('status')} | {s.get('seconds', 0):.2f} | "
+            f"{'—' if compute is None else f'{compute:.2f}'} | {'yes' if s.get('cached') else 'no'} |"
         )
     return "\n".join(lines)
 

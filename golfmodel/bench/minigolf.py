@@ -273,7 +273,9 @@ def prepare_data(
         else:
             log(f"decoding {len(val)} val + {len(train)} train {src} shards to byte260 in {dest}")
             small = sum(p.stat().st_size for p in train + val) < (64 << 20)  # in-process: no pool start-up
-            res = convert_sp_to_byte260(val, train, sp_model, dest, workers=0 if small else None, progress=False)  # type: ignore[arg-type]
+            res = convert_sp_to_byte260(
+                val, train, sp_model, dest, workers=0 if small else None, progress=False
+            )  # type: ignore[arg-type]
             out_train, out_val = list(res.train_paths), list(res.val_paths)
             info = {"train": [p.name for p in out_train], "val": [p.name for p in out_val]}
             done.write_text(json.dumps(info))

@@ -96,17 +96,29 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# what an arm's numbers depend on: this module and everything it, the trainer, the τ recalibration,
+# the packers and the scorer import (the bench's reports, statistics and CLI are left out)
+RESULT_ROOTS = (
+    "golfmodel.bench.minigolf_arm",
+    "golfmodel.train.__main__",
+    "golfmodel.train.trainer",
+    "golfmodel.train.recalibrate",
+    "golfmodel.q2bn.artifact",
+    "golfmodel.q2bn.int8zlib",
+    "golfmodel.eval",
+    "golfmodel.data.bigram",
+    "golfmodel.data.tokenise",
+    "golfmodel.model.budget",
+)
+
+
 @cache
 def source_hash() -> str:
-    """sha256 over every `golfmodel/**/*.py` (relative path + bytes): a code change invalidates results."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
-        if "__pycache__" in p.parts:
-            continue
-        h.update(str(p.relative_to(root)).encode() + b"\0")
-        h.update(p.read_bytes() + b"\0")
-    return h.hexdigest()
+    """sha256 over the sources an arm's result depends on (module names + text): a change re-runs arms."""
+    from golfmodel.export.bundle import collect_modules
+
+    modules = collect_modules(RESULT_ROOTS, exclude=("golfmodel.bench", "golfmodel.export"), check=False)
+    return sha256_json({name: src for name, (_, src) in modules.items()})
 
 
 def arm_key(spec: ArmSpec) -> str:

@@ -124,15 +124,27 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         a = result[arm]
         for i, seed in enumerate(a["seeds"]):
             curve = seed.get("curve") or []
-            xs = [c["tokens"] for c in curve] + [seed["tokens"]]
-            ys = [c["val_bpb"] for c in curve] + [seed["final_bpb"]]
+            xs = [c["tokens"] for c in curve]
+            ys = [c["val_bpb"] for c in curve]
             line = ax.plot(xs, ys, marker=".", alpha=0.8, label=label if i == 0 else None)[0]
-            ax.plot([seed["tokens"]], [seed["final_bpb"]], marker="*", markersize=10, color=line.get_color())
+            ax.plot(
+                [seed["tokens"]],
+                [seed["final_bpb"]],
+                marker="*",
+                markersize=11,
+                linestyle="none",
+                color=line.get_color(),
+            )
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation bpb")
-    ax.set_title("minigolf: val slice during training, ★ = final score from the artifact")
+    ax.set_title("minigolf: validation bpb against training tokens", fontsize=11)
+    ax.text(
+        0.99, 0.97, "lines: the trainer's val slice, as trained (QAT on for q2-geode)\n"
+        "★: whole validation stream, model reloaded from its artifact",
+        transform=ax.transAxes, ha="right", va="top", fontsize=8, color="0.3",
+    )  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower left")
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=120)

@@ -33,7 +33,9 @@ def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: object) -> budget.
 
 
 def _run(out: Path, sample_root: Path) -> int:
-    return minigolf_bench.main([*TINY, "--data", str(sample_root), "--out", str(out), "--json", str(out / "r.json")], {})
+    return minigolf_bench.main(
+        [*TINY, "--data", str(sample_root), "--out", str(out), "--json", str(out / "r.json")], {}
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -53,10 +55,20 @@ def bench(tmp_path_factory: pytest.TempPathFactory, sample_root: Path) -> Path:
 def test_bench_json_has_exactly_the_documented_shape(bench: Path) -> None:
     """--json holds the three arms, penalty_bpb, gain_bpb, p_penalty and p_gain, nothing else."""
     data = json.loads((bench / "r.json").read_text())
-    assert set(data) == {"q2-geode", "q2-geode-fp32", "gpt-int8", "penalty_bpb", "gain_bpb", "p_penalty", "p_gain"}
+    assert set(data) == {
+        "q2-geode",
+        "q2-geode-fp32",
+        "gpt-int8",
+        "penalty_bpb",
+        "gain_bpb",
+        "p_penalty",
+        "p_gain",
+    }
     for arm in ("q2-geode", "q2-geode-fp32", "gpt-int8"):
         assert ARM_FIELDS <= set(data[arm]) and len(data[arm]["seeds"]) == 1
-    assert data["penalty_bpb"] == pytest.approx(data["q2-geode"]["final_bpb"] - data["q2-geode-fp32"]["final_bpb"])
+    assert data["penalty_bpb"] == pytest.approx(
+        data["q2-geode"]["final_bpb"] - data["q2-geode-fp32"]["final_bpb"]
+    )
     assert data["p_penalty"] is None  # one seed: no test
 
 
@@ -78,7 +90,11 @@ def test_second_bench_reuses_every_arm(bench: Path, sample_root: Path) -> None:
     """Re-running with nothing changed reads every arm's result back instead of training again."""
     stamps = {p: p.stat().st_mtime_ns for p in bench.glob("arms/*/result.json")}
     assert _run(bench, sample_root) == 0
-    seeds = [s for arm in ("q2-geode", "q2-geode-fp32", "gpt-int8") for s in json.loads((bench / "bench.json").read_text())[arm]["seeds"]]
+    seeds = [
+        s
+        for arm in ("q2-geode", "q2-geode-fp32", "gpt-int8")
+        for s in json.loads((bench / "bench.json").read_text())[arm]["seeds"]
+    ]
     assert all(s["cached"] for s in seeds)
     assert {p: p.stat().st_mtime_ns for p in bench.glob("arms/*/result.json")} == stamps
 

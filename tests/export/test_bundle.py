@@ -55,7 +55,9 @@ def test_oversized_configuration_is_rejected() -> None:
 def test_placeholder_script_refuses_to_train(tmp_path: Path) -> None:
     """The size check's script (no run configuration) exits 2 instead of training."""
     (script,) = write_submission_code(tmp_path)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
     assert proc.returncode == 2 and "no run configuration" in proc.stderr
 
 

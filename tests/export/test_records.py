@@ -27,7 +27,11 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from golfmodel.train.config import TrainConfig, TrainJob
 
     root = tmp_path_factory.mktemp("export")
-    run, train_dir, pack_dir = root / "runs" / "r1", root / "cache" / "train" / "k1", root / "cache" / "pack" / "k2"
+    run, train_dir, pack_dir = (
+        root / "runs" / "r1",
+        root / "cache" / "train" / "k1",
+        root / "cache" / "pack" / "k2",
+    )
     for d in (run / "records", train_dir, pack_dir):
         d.mkdir(parents=True)
     cfg = ModelConfig.from_dict(MODEL)
@@ -36,7 +40,11 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     job.to_json(train_dir / "RUN.json")
     (train_dir / "metrics.jsonl").write_text('{"kind": "train", "step": 0, "loss": 5.5}\n')
     (train_dir / "events.jsonl").write_text('{"event": "start", "step": 0}\n')
-    pack_model(build_model(cfg), pack_dir / "model.q2bn", meta={"tokenizer": {"id": "byte260", "vocab_size": 260}, "settings_hash": "x"})
+    pack_model(
+        build_model(cfg),
+        pack_dir / "model.q2bn",
+        meta={"tokenizer": {"id": "byte260", "vocab_size": 260}, "settings_hash": "x"},
+    )
     settings = {
         "preset": "smoke", "tokeniser": {"variant": "byte260"}, "quant": {"recalibrate": "mse", "calib_batches": 4},
         "pack": {"linear_kind": "q2", "budget_bytes": 16_000_000},
@@ -50,14 +58,20 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (run / "settings.json").write_text(json.dumps(settings))
     (run / "report.json").write_text(json.dumps(report))
     (run / "run.log").write_text("train: step 0 loss 5.5\n")
-    (run / "records" / "train.json").write_text(json.dumps({"stage": "train", "dir": str(train_dir), "values": {"final": "final.pt"}}))
-    (run / "records" / "pack.json").write_text(json.dumps({"stage": "pack", "dir": str(pack_dir), "values": {"artifact": "model.q2bn"}}))
+    (run / "records" / "train.json").write_text(
+        json.dumps({"stage": "train", "dir": str(train_dir), "values": {"final": "final.pt"}})
+    )
+    (run / "records" / "pack.json").write_text(
+        json.dumps({"stage": "pack", "dir": str(pack_dir), "values": {"artifact": "model.q2bn"}})
+    )
     return run
 
 
 @pytest.fixture(scope="module")
 def exported(run_dir: Path) -> Path:
-    return export_run(run_dir, run_dir.parent / "records" / "q2", author="Ada", github_id="ada", date="2026-05-01T00:00:00Z")
+    return export_run(
+        run_dir, run_dir.parent / "records" / "q2", author="Ada", github_id="ada", date="2026-05-01T00:00:00Z"
+    )
 
 
 def test_export_writes_every_records_file(exported: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="golf-prefect-home-"))
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="golf-prefect-home-")  # never the user's profiles/DB
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
 

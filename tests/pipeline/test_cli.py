@@ -76,3 +76,11 @@ def test_bench_dispatches_to_the_library(
     fake.main = lambda argv: seen.append(list(argv)) or 0  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "golfmodel.bench.pack_bench", fake)
     assert main(["bench", "pack", "--quick"]) == 0 and seen == [["--quick"]]
+
+
+def test_library_error_types_resolve() -> None:
+    """Every library error the tasks report as a one-line failure still exists under its name."""
+    from golf.tasks.common import _ERROR_NAMES, stage_errors
+
+    names = {t.__name__ for t in stage_errors()}
+    assert [n for n in _ERROR_NAMES if n.split(":")[1] not in names] == []

@@ -17,7 +17,7 @@ ALL_CACHED = {s: "Cached" for s in DATA}
 ALL_COMPUTED = {s: "Completed" for s in DATA}
 
 
-def test_first_run_computes_and_rerun_skips_every_stage(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_first_run_computes_and_rerun_skips_every_stage(flows, tmp_path: Path) -> None:
     """A fresh run computes the three stages; an unchanged re-run shows all three as Cached."""
     s = flows.settings("test", tmp_path)
     state, first = flows.run(s, stages=DATA)
@@ -26,7 +26,7 @@ def test_first_run_computes_and_rerun_skips_every_stage(flows, tmp_path: Path) -
     assert state.is_completed() and second == ALL_CACHED
 
 
-def test_changed_setting_reruns_that_stage_and_downstream(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_changed_setting_reruns_that_stage_and_downstream(flows, tmp_path: Path) -> None:
     """tokeniser.variant=byte260 re-runs tokenise and bigram; download stays cached."""
     flows.run(flows.settings("test", tmp_path), stages=DATA)
     state, states = flows.run(flows.settings("test", tmp_path, "tokeniser.variant=byte260"), stages=DATA)
@@ -34,7 +34,7 @@ def test_changed_setting_reruns_that_stage_and_downstream(flows, tmp_path: Path)
     assert states == {"download": "Cached", "tokenise": "Completed", "bigram": "Completed"}
 
 
-def test_rerun_with_identical_output_keeps_downstream_cached(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_rerun_with_identical_output_keeps_downstream_cached(flows, tmp_path: Path) -> None:
     """data.val_shards=1 re-runs download; it fetches the same bytes, so downstream stays cached."""
     flows.run(flows.settings("test", tmp_path), stages=DATA)
     state, states = flows.run(flows.settings("test", tmp_path, "data.val_shards=1"), stages=DATA)
@@ -42,7 +42,7 @@ def test_rerun_with_identical_output_keeps_downstream_cached(flows, tmp_path: Pa
     assert states == {"download": "Completed", "tokenise": "Cached", "bigram": "Cached"}
 
 
-def test_deleted_output_reruns_its_stage(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_deleted_output_reruns_its_stage(flows, tmp_path: Path) -> None:
     """Deleting the bigram table re-runs bigram only, and the table is back."""
     s = flows.settings("test", tmp_path)
     state, _ = flows.run(s, stages=DATA)
@@ -52,7 +52,7 @@ def test_deleted_output_reruns_its_stage(flows, tmp_path: Path) -> None:  # noqa
     assert states == {"download": "Cached", "tokenise": "Cached", "bigram": "Completed"} and table.exists()
 
 
-def test_unselected_upstream_comes_from_the_cache(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_unselected_upstream_comes_from_the_cache(flows, tmp_path: Path) -> None:
     """--stages bigram uses the cached download and tokenise records without running them."""
     s = flows.settings("test", tmp_path)
     flows.run(s, stages=DATA)
@@ -60,13 +60,13 @@ def test_unselected_upstream_comes_from_the_cache(flows, tmp_path: Path) -> None
     assert state.is_completed() and states == {"bigram": "Completed"}
 
 
-def test_unselected_upstream_missing_fails_naming_it(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_unselected_upstream_missing_fails_naming_it(flows, tmp_path: Path) -> None:
     """--stages bigram on an empty cache fails, naming the stage that is not cached."""
     state, states = flows.run(flows.settings("test", tmp_path), stages=["bigram"])
     assert state.is_failed() and "'download' is not cached" in state.message and states == {}
 
 
-def test_missing_mirror_fails_with_a_clear_message(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_missing_mirror_fails_with_a_clear_message(flows, tmp_path: Path) -> None:
     """A mirror folder that does not exist fails the download task with its path in one line."""
     s = flows.settings("test", tmp_path, f"data.mirror={tmp_path / 'nosuch'}")
     state, states = flows.run(s, stages=DATA)
@@ -74,23 +74,41 @@ def test_missing_mirror_fails_with_a_clear_message(flows, tmp_path: Path) -> Non
     assert "nosuch" in state.message and "\n" not in state.message and "Traceback" not in state.message
 
 
-def test_corrupt_shard_fails_naming_the_file(flows, tmp_path: Path, sample_root: Path) -> None:  # noqa: ANN001
-    """A mirror whose val shard has a bad magic fails the download, naming the file and the fault."""
+def _corrupt(data: bytearray, fault: str) -> bytes:
+    if fault == "magic":
+        data[0:4] = np.int32(12345).tobytes()
+    elif fault == "truncated":
+        del data[-10:]
+    else:  # an out-of-vocabulary token in the middle of the token stream
+        data[2048:2050] = np.uint16(5000).tobytes()
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("fault", "shard", "stage", "words"),
+    [
+        ("magic", "fineweb_val_000000.bin", "download", "magic"),
+        ("truncated", "fineweb_val_000000.bin", "download", "size"),
+        ("vocab", "fineweb_train_000000.bin", "bigram", "out of vocabulary"),
+    ],
+)
+def test_corrupt_shard_fails_naming_the_file(
+    flows, tmp_path: Path, sample_root: Path, fault: str, shard: str, stage: str, words: str
+) -> None:
+    """A bad shard (bad magic, truncated, token >= vocab) fails its stage naming the file and the fault."""
     mirror = tmp_path / "mirror"
     shutil.copytree(sample_root, mirror)
-    shard = mirror / "datasets" / "datasets" / "fineweb10B_sp1024" / "fineweb_val_000000.bin"
-    shard.chmod(0o644)
-    data = bytearray(shard.read_bytes())
-    data[0:4] = np.int32(12345).tobytes()
-    shard.write_bytes(bytes(data))
+    path = mirror / "datasets" / "datasets" / "fineweb10B_sp1024" / shard
+    path.chmod(0o644)
+    path.write_bytes(_corrupt(bytearray(path.read_bytes()), fault))
     (mirror / "SHA256SUMS").chmod(0o644)
     (mirror / "SHA256SUMS").unlink()  # no published hash: the shard reader must catch it
     state, states = flows.run(flows.settings("test", tmp_path / "art", f"data.mirror={mirror}"), stages=DATA)
-    assert state.is_failed() and states == {"download": "Failed"}
-    assert "fineweb_val_000000.bin" in state.message and "magic" in state.message
+    assert state.is_failed() and states[stage] == "Failed"
+    assert shard in state.message and words in state.message and "Traceback" not in state.message
 
 
-def test_run_records_stages_in_the_run_folder(flows, tmp_path: Path) -> None:  # noqa: ANN001
+def test_run_records_stages_in_the_run_folder(flows, tmp_path: Path) -> None:
     """The run folder holds settings, provenance, records and a report.json with per-stage status."""
     state, _ = flows.run(flows.settings("test", tmp_path), stages=DATA)
     run = Path(state.result()["run_dir"])

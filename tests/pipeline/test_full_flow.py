@@ -27,7 +27,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(flows, artifacts: Path) -> tuple[Any, dict[str, str], Any]:  # noqa: ANN001
+def first_run(flows, artifacts: Path) -> tuple[Any, dict[str, str], Any]:
     """The full pipeline once, from an empty cache."""
     settings = flows.settings("test", artifacts, *FAST)
     state, states = flows.run(settings)
@@ -39,13 +39,13 @@ def _report(state: Any) -> dict[str, Any]:
     return json.loads((Path(state.result()["run_dir"]) / "report.json").read_text())
 
 
-def test_full_pipeline_runs_every_stage(first_run) -> None:  # noqa: ANN001
+def test_full_pipeline_runs_every_stage(first_run) -> None:
     """From an empty cache every stage runs, in order, and completes."""
     _, states, _ = first_run
     assert states == {s: "Completed" for s in STAGES}
 
 
-def test_report_is_under_budget_and_beats_the_bigram(first_run) -> None:  # noqa: ANN001
+def test_report_is_under_budget_and_beats_the_bigram(first_run) -> None:
     """report.json: artifact + code under the budget, final bpb (from the artifact) below the bigram bpb."""
     report = _report(first_run[0])
     assert 0 < report["artifact_bytes"] <= report["total_bytes"] <= report["budget_bytes"]
@@ -53,7 +53,7 @@ def test_report_is_under_budget_and_beats_the_bigram(first_run) -> None:  # noqa
     assert report["prequant_bpb"] is not None and set(report["stages"]) == set(STAGES)
 
 
-def test_report_files_and_markdown_artifact(first_run) -> None:  # noqa: ANN001
+def test_report_files_and_markdown_artifact(first_run) -> None:
     """report.md and loss.png are on disk and the report is a Prefect markdown artifact."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -72,14 +72,14 @@ def test_report_files_and_markdown_artifact(first_run) -> None:  # noqa: ANN001
     assert [a.type for a in found] == ["markdown"] and "Stages of this run" in found[0].data
 
 
-def test_immediate_rerun_skips_every_stage(flows, first_run) -> None:  # noqa: ANN001
+def test_immediate_rerun_skips_every_stage(flows, first_run) -> None:
     """Nothing changed: all nine stages show as Cached."""
     state, states = flows.run(first_run[2])
     assert state.is_completed() and states == {s: "Cached" for s in STAGES}
     assert all(s["cached"] for s in _report(state)["stages"].values())
 
 
-def test_deleted_artifact_reruns_pack(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
+def test_deleted_artifact_reruns_pack(flows, first_run, artifacts: Path) -> None:
     """Deleting the packed artifact re-runs pack; it rebuilds the same bytes, so what was scored on
     them (size check, validate, report) is served from the cache — content-addressed keys."""
     artifact = next((artifacts / "cache" / "pack").glob("*/model.q2bn"))
@@ -91,7 +91,7 @@ def test_deleted_artifact_reruns_pack(flows, first_run, artifacts: Path) -> None
     assert {s: states[s] for s in STAGES if s != "pack"} == {s: "Cached" for s in STAGES if s != "pack"}
 
 
-def test_changed_train_setting_reruns_train_and_downstream(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
+def test_changed_train_setting_reruns_train_and_downstream(flows, first_run, artifacts: Path) -> None:
     """train.max_steps changed: train and every later stage run; download, tokenise, bigram are cached."""
     settings = flows.settings("test", artifacts, *FAST, "train.max_steps=4")
     state, states = flows.run(settings)
@@ -101,7 +101,7 @@ def test_changed_train_setting_reruns_train_and_downstream(flows, first_run, art
     }
 
 
-def test_failed_stage_reruns_alone_with_upstream_from_cache(flows, first_run, artifacts: Path) -> None:  # noqa: ANN001
+def test_failed_stage_reruns_alone_with_upstream_from_cache(flows, first_run, artifacts: Path) -> None:
     """An over-budget size check fails with the breakdown; rerun alone it runs with upstream cached."""
     tight = flows.settings("test", artifacts, *FAST, "pack.budget_bytes=1000")
     state, states = flows.run(tight)
@@ -161,7 +161,7 @@ def _wait_for_deployment(name: str, proc: subprocess.Popen[str], timeout: float 
     raise TimeoutError(f"deployment {name} did not appear within {timeout} s")
 
 
-def test_served_deployment_runs_when_triggered(flows, sample_root: Path, shared_artifacts: Path) -> None:  # noqa: ANN001
+def test_served_deployment_runs_when_triggered(flows, sample_root: Path, shared_artifacts: Path) -> None:
     """`golf serve` registers the deployment; a run triggered through the API completes; the
     deployment's parameter schema (the UI form) rejects an invalid value. Data stages only, to stay quick."""
     from prefect.deployments import run_deployment

@@ -64,3 +64,31 @@ def test_environment_is_passed() -> None:
         env=env,
     )
     assert lines == ["42"]
+
+
+def test_sigterm_to_the_parent_kills_the_group(tmp_path: Path) -> None:
+    """A cancelled run (SIGTERM to the process running the task) still takes the trainer's group down."""
+    import signal
+    import subprocess
+
+    pid_file = tmp_path / "grandchild.pid"
+    inner = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+        "print(p.pid, flush=True); time.sleep(120)"
+    )
+    outer = (
+        "import sys; from pathlib import Path; from golf.tasks.subproc import run_streaming; "
+        f"run_streaming([sys.executable, '-c', {inner!r}], on_line=lambda l: Path({str(pid_file)!r}).write_text(l), grace=1)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", outer], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while not _gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(grandchild)

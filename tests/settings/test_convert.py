@@ -18,7 +18,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def _job(tmp_path: Path, preset: str = "smoke", overrides: tuple[str, ...] = ()):  # noqa: ANN202
+def _job(tmp_path: Path, preset: str = "smoke", overrides: tuple[str, ...] = ()):
     s = load_settings(preset, overrides=list(overrides))
     return s, train_job(
         s, vocab_size=1024, train_shards=["a.bin"], val_shards=["v.bin"], tokenizer="tok.model",
