@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from golfmodel.data.shards import BOS_ID, CHECK_CHUNK, atomic_write, read_shard
+from golfmodel.atomic import atomic_write
+from golfmodel.data.shards import BOS_ID, CHECK_CHUNK, read_shard
 
 if TYPE_CHECKING:
     from golfmodel.eval.bytes import ByteTable

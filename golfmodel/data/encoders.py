@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from golfmodel.data.shards import BOS_ID, atomic_write
+from golfmodel.atomic import atomic_write
+from golfmodel.data.shards import BOS_ID
 
 PAD_ID, EOS_ID, UNK_ID = 0, 2, 3
 BYTE_OFFSET = 4

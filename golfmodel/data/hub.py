@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
+from golfmodel.atomic import atomic_write
 from golfmodel.data.shards import read_header, shard_name
 
 REPO_ID = "willdepueoai/parameter-golf"
@@ -231,15 +231,8 @@ def _check_hashes(
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with src.open("rb") as f_src:
+        atomic_write(dst, lambda f: shutil.copyfileobj(f_src, f, 1 << 20))
 
 
 # ---------------------------------------------------------------------------

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
 import numpy as np
+
+from golfmodel.atomic import atomic_write
 
 MAGIC = 20240520
 VERSION = 1
@@ -173,22 +175,6 @@ def as_tokens(tokens: np.ndarray, *, vocab_size: int | None = None) -> np.ndarra
     if vocab_size is not None and tokens.size and int(tokens.max()) >= vocab_size:
         raise ValueError(f"token id {int(tokens.max())} is out of vocabulary (vocab_size={vocab_size})")
     return tokens
-
-
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(f)` on a temporary file next to `path`, fsync, then rename it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_shard(path: str | Path, tokens: np.ndarray) -> None:

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -32,6 +31,7 @@ import torch
 import zstandard
 from torch import Tensor
 
+from golfmodel.atomic import atomic_write_bytes
 from golfmodel.quant.int8 import dequantize_rows, quantize_rows
 from golfmodel.quant.q2 import (
     dequant_packed,
@@ -339,22 +339,6 @@ def dumps(
 ) -> bytes:
     """The compressed artifact bytes."""
     return compress_raw(dumps_raw(header, records), level=level, threads=threads)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and os.replace, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_q2bn(

@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from golfmodel.atomic import atomic_write_bytes
 from golfmodel.q2bn.artifact import ModelBuilder, PackResult, TensorInfo, build_from_config, storage_key
-from golfmodel.q2bn.format import atomic_write_bytes, check_header
+from golfmodel.q2bn.format import check_header
 from golfmodel.quant.q2linear import no_tau_init
 
 FORMAT = "int8_clean_per_row_v1"

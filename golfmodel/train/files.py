@@ -1,60 +1,21 @@
-"""Atomic file writes and JSONL logs for the trainer (tmp file in the same folder + os.replace)."""
+"""JSONL logs for the trainer; the atomic writers are re-exported from `golfmodel.atomic`."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from golfmodel.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
-
-def _tmp_in(path: Path) -> tuple[int, str]:
-    """A temporary file next to `path`, with the permissions a plain open() would give (mkstemp's are 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    return fd, tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one."""
-    fd, tmp = _tmp_in(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    """`torch.save` through a temporary file; a killed writer leaves no partial `path`."""
-    fd, tmp = _tmp_in(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = [
+    "append_jsonl",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "read_jsonl",
+]
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
