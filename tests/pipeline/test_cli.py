@@ -84,3 +84,15 @@ def test_library_error_types_resolve() -> None:
 
     names = {t.__name__ for t in stage_errors()}
     assert [n for n in _ERROR_NAMES if n.split(":")[1] not in names] == []
+
+
+def test_train_dry_run_prints_the_plan_and_torchrun_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`golf train --dry-run --preset h100x8` plans on the meta device and prints the 8-process torchrun."""
+    assert main(["train", "--dry-run", "--preset", "h100x8", "--set", "model.solve=false"]) == 0
+    out = capsys.readouterr().out
+    exact = [line for line in out.splitlines() if line.startswith("exact command")]
+    assert (
+        "parameters" in out
+        and exact
+        and "--standalone --nproc_per_node=8 -m golfmodel.train --job" in exact[0]
+    )
