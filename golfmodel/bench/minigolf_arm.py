@@ -172,16 +172,13 @@ def _train(spec: ArmSpec, run_dir: Path) -> dict[str, Any]:
     tmp = job_path.with_name(f".{job_path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, job_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
     log_path = run_dir / "train.log"
     with open(log_path, "ab") as log:
         proc = subprocess.run(
             [sys.executable, "-m", "golfmodel.train", "--job", str(job_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            # the child inherits the environment; its job sets torch to one thread (train.threads = 1)
             check=False,
         )
     if proc.returncode != 0:

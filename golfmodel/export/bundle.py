@@ -230,6 +230,12 @@ class _Embedded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(compile(src, filename, "exec"), module.__dict__)
 
 
+def _excepthook(kind, value, tb):
+    import traceback  # the default hook reads source files from disk; this one asks linecache (and _Embedded)
+
+    traceback.print_exception(kind, value, tb)
+
+
 def _dump_sources(folder):
     for name, (is_pkg, src) in _SOURCES.items():
         path = os.path.join(folder, *name.split(".")) + ("/__init__.py" if is_pkg else ".py")
@@ -245,6 +251,7 @@ def main(argv=None):
         _dump_sources(argv[1])
         return 0
     sys.meta_path.insert(0, _Embedded())
+    sys.excepthook = _excepthook
     for name in [m for m in sys.modules if m == "golfmodel" or m.startswith("golfmodel.")]:
         del sys.modules[name]  # an installed golfmodel imported earlier must not shadow the embedded one
     from golfmodel.export.runner import main as run

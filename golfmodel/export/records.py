@@ -119,7 +119,12 @@ def _fmt(v: Any) -> str:
 
 
 def readme(
-    sub: dict[str, Any], report: dict[str, Any], settings: dict[str, Any], job: dict[str, Any], artifact: str
+    sub: dict[str, Any],
+    report: dict[str, Any],
+    settings: dict[str, Any],
+    job: dict[str, Any],
+    artifact: str,
+    variant: str = "sp1024",
 ) -> str:
     """README.md of the records folder: method, settings, results, reproduction."""
     m = job["model"]
@@ -177,21 +182,31 @@ def readme(
         "",
         "## Settings",
         "",
-        f"Preset `{settings.get('preset', '?')}`; training {_fmt(t.get('max_wallclock_seconds'))} s wall-clock "
+        f"Preset `{settings.get('preset', '?')}`; training {t.get('max_wallclock_seconds') or '—'} s wall-clock "
         f"(or {_fmt(t.get('max_steps'))} steps), {_fmt(t.get('global_batch_tokens'))} tokens per step, sequence "
         f"{t.get('seq_len')}; the full configuration is `CONFIG` at the top of train_gpt.py and `RUN.json`.",
         "",
         "## Reproduce",
         "",
         "```bash",
-        "DATA_PATH=./data/datasets/fineweb10B_sp1024 TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model \\",
-        "  torchrun --standalone --nproc_per_node=8 train_gpt.py",
+        *(
+            [
+                "DATA_PATH=./data/datasets/fineweb10B_byte260 torchrun --standalone --nproc_per_node=8 train_gpt.py"
+            ]
+            if variant == "byte260"
+            else [
+                f"DATA_PATH=./data/datasets/fineweb10B_{variant} "
+                f"TOKENIZER_PATH=./data/tokenizers/fineweb_{variant.removeprefix('sp')}_bpe.model \\",
+                "  torchrun --standalone --nproc_per_node=8 train_gpt.py",
+            ]
+        ),
         "python train_gpt.py --selftest     # CPU, seconds: tiny model, pack, reload, score",
         "python train_gpt.py --dump-sources src/   # the embedded golfmodel library as files",
         "```",
         "",
         "train_gpt.py embeds the golfmodel library (model, quantiser, Q2BN reader/writer, scorer, trainer) "
-        "xz-compressed, so it runs with torch, numpy, sentencepiece and zstandard only.",
+        "(xz-compressed unless exported with `--style plain`), so it runs with torch, numpy, sentencepiece and "
+        "zstandard only.",
         "",
         "## Files",
         "",
@@ -264,5 +279,5 @@ def export_run(
         "bytes_code": int(code),
     }
     _write_text(out / "submission.json", json.dumps(sub, indent=2) + "\n")
-    _write_text(out / "README.md", readme(sub, report, settings, job, artifact_name))
+    _write_text(out / "README.md", readme(sub, report, settings, job, artifact_name, cfg["variant"]))
     return out

@@ -114,6 +114,11 @@ def _job(config: dict[str, Any], environ: Mapping[str, str], out_root: Path, run
     if (v := _env_int(environ, "VAL_LOSS_EVERY")) is not None:
         t["val_every"] = v
     t["progress_bar"] = False
+    world = int(environ.get("WORLD_SIZE", "1"))
+    per_rank = t["global_batch_tokens"] // t["seq_len"] // world  # sequences per step on each rank
+    if per_rank >= 1 and per_rank % t["micro_batch_seqs"]:
+        # same global batch on any number of GPUs: shrink the micro-batch to a divisor of the rank's share
+        t["micro_batch_seqs"] = max(d for d in range(1, t["micro_batch_seqs"] + 1) if per_rank % d == 0)
     out_dir = out_root / run_id
     bigram = str(out_dir / "bigram.npz") if job["model"].get("bigram_prior") else None
     return TrainJob.from_dict(

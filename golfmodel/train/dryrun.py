@@ -77,7 +77,7 @@ class DryRunReport:
             ("arm", self.arm),
             ("parameters", f"{self.params:,} ({self.matrix_params:,} in block matrices)"),
             (
-                "packed payload",
+                "raw payload (pre-zstd)",
                 f"{self.packed_bytes:,} B ("
                 + ", ".join(f"{k} {v:,}" for k, v in self.bytes_by_kind.items())
                 + ")",
