@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from golfmodel.atomic import atomic_write_json
 from golfmodel.bench import stats
 from golfmodel.bench.minigolf_arm import (
     ArmSpec,
@@ -278,7 +279,7 @@ def prepare_data(
             )  # type: ignore[arg-type]
             out_train, out_val = list(res.train_paths), list(res.val_paths)
             info = {"train": [p.name for p in out_train], "val": [p.name for p in out_val]}
-            done.write_text(json.dumps(info))
+            atomic_write_json(done, info)
     else:
         if src != variant:
             raise ValueError(f"the shards are {src}, the bench variant is {variant}")
@@ -360,10 +361,7 @@ def solve_shape(
                 f"elements kept float ({e}); pass --int8-keep-float {BASELINE_KEEP_FLOAT} for the baseline's rule"
             ) from None
         cache[key] = plan.to_dict()
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.tmp")
-        tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        tmp.replace(cache_path)
+        atomic_write_json(cache_path, cache)
     plan = cache[key]
     if plan["fill"] < cfg.min_fill:
         raise ValueError(
@@ -527,13 +525,11 @@ def plan_arms(
     return main, ablations
 
 
-def _val_every(plan: ArmPlan, cfg: BenchConfig, probes: dict[str, float]) -> int:
-    if cfg.val_points == 0:
-        return 0
+def _est_steps(plan: ArmPlan, probes: dict[str, float]) -> int:
+    """The run's steps: planned (gpu-tokens), or estimated from the probe's seconds per step (time)."""
     if plan.steps is not None:
-        return max(1, plan.steps // cfg.val_points)
-    sec = probes[sha256_json(plan.model)]
-    return max(1, int(plan.seconds / sec) // cfg.val_points)  # type: ignore[operator]
+        return plan.steps
+    return max(1, int(plan.seconds / probes[sha256_json(plan.model)]))  # type: ignore[operator]
 
 
 def _probes(plans: Sequence[ArmPlan], cfg: BenchConfig, out_dir: Path) -> dict[str, float]:
@@ -547,40 +543,40 @@ def _probes(plans: Sequence[ArmPlan], cfg: BenchConfig, out_dir: Path) -> dict[s
             probes[key] = probe_step_seconds(p.model, cfg, qat=p.kind == "q2-geode")
             changed = True
     if changed:
-        path.write_text(json.dumps(probes, indent=1, sort_keys=True))
+        atomic_write_json(path, probes)
     return probes
 
 
 def make_job(
-    plan: ArmPlan, cfg: BenchConfig, data: BenchData, *, seed: int, val_every: int, ablation: Ablation | None
+    plan: ArmPlan, cfg: BenchConfig, data: BenchData, *, seed: int, est_steps: int, ablation: Ablation | None
 ) -> dict[str, Any]:
-    """The TrainJob dict of one arm × seed (out_dir filled in later, from the key)."""
+    """The TrainJob dict of one arm × seed (out_dir filled in later, from the key).
+
+    est_steps (the planned steps, or an estimate under time matching) spaces the periodic
+    validation (`val_points` per run), the checkpoints and the log lines.
+    """
     from golfmodel.model.config import ModelConfig
     from golfmodel.train.config import AveragingConfig, QATConfig, TrainConfig, TrainJob
 
     ab = ablation or Ablation(name="default", description="")
-    steps = plan.steps
     train = TrainConfig(
         seed=seed,
         global_batch_tokens=cfg.global_batch_tokens,
         seq_len=cfg.seq_len,
         micro_batch_seqs=cfg.micro_batch_seqs,
-        max_steps=steps,
+        max_steps=plan.steps,
         max_wallclock_seconds=plan.seconds,
-        val_every=val_every,
+        val_every=max(1, est_steps // cfg.val_points) if cfg.val_points else 0,
         val_tokens=cfg.val_tokens,
         val_batch_seqs=32,
         final_val=False,  # the bench scores the whole validation stream itself
-        checkpoint_every=max(1, steps // cfg.checkpoints) if steps and cfg.checkpoints else 0,
+        checkpoint_every=max(1, est_steps // cfg.checkpoints) if cfg.checkpoints else 0,
         device="cpu",
         dtype="fp32",
         threads=1,
-        log_every=max(1, (steps or 1000) // 50),
+        log_every=max(1, est_steps // 50),
         progress_bar=False,
     )
-    if plan.seconds is not None and cfg.checkpoints:
-        est = max(1, val_every * max(cfg.val_points, 1))
-        train = dataclasses.replace(train, checkpoint_every=max(1, est // cfg.checkpoints))
     job = TrainJob(
         model=ModelConfig.from_dict(plan.model),
         train=train,
@@ -604,7 +600,7 @@ def build_specs(cfg: BenchConfig, data: BenchData, out_dir: Path) -> tuple[list[
     specs: list[ArmSpec] = []
 
     def add(plan: ArmPlan, seed: int, group: str, ab: Ablation | None) -> None:
-        job = make_job(plan, cfg, data, seed=seed, val_every=_val_every(plan, cfg, probes), ablation=ab)
+        job = make_job(plan, cfg, data, seed=seed, est_steps=_est_steps(plan, probes), ablation=ab)
         recal = cfg.recalibrate if ab is None or ab.recalibrate is None else ab.recalibrate
         spec = ArmSpec(
             name=plan.name,

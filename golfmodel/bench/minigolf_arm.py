@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -29,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from golfmodel.atomic import atomic_write_json, atomic_write_text
 
 ARM_KINDS = ("q2-geode", "q2-geode-fp32", "gpt-int8")
 RESULT_FORMAT = 1  # bump to invalidate every cached arm result (a change of what an arm computes)
@@ -169,9 +170,7 @@ def _train(spec: ArmSpec, run_dir: Path) -> dict[str, Any]:
         and job_path.read_text() == text
     ):
         return json.loads(summary_path.read_text())
-    tmp = job_path.with_name(f".{job_path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, job_path)
+    atomic_write_text(job_path, text)
     log_path = run_dir / "train.log"
     with open(log_path, "ab") as log:
         proc = subprocess.run(
@@ -239,7 +238,6 @@ def run_arm(spec: ArmSpec) -> dict[str, Any]:
     import torch
 
     from golfmodel.train.checkpoint import load_final
-    from golfmodel.train.files import atomic_write_json
     from golfmodel.train.validation import load_table, load_val_tokens
 
     run_dir = Path(spec.run_dir)

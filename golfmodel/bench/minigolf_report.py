@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from golfmodel.atomic import atomic_write, atomic_write_text
+
 ARM_LABELS = {
     "q2-geode": "(a) q2-geode",
     "q2-geode-fp32": "(b) q2-geode-fp32",
@@ -146,17 +148,9 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
-    tmp.replace(path)
     return True
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def write_all(result: dict[str, Any], out_dir: Path, *, json_path: Path | None = None) -> dict[str, Path]:
@@ -169,9 +163,9 @@ def write_all(result: dict[str, Any], out_dir: Path, *, json_path: Path | None =
         "details": out_dir / "bench.json",
         "plot": out_dir / "minigolf.png",
     }
-    _write_text(paths["markdown"], markdown(result))
-    _write_text(paths["json"], json.dumps(public_json(result), indent=2, sort_keys=False) + "\n")
-    _write_text(paths["details"], json.dumps(result, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(paths["markdown"], markdown(result))
+    atomic_write_text(paths["json"], json.dumps(public_json(result), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(paths["details"], json.dumps(result, indent=2, sort_keys=False, default=str) + "\n")
     if not plot(result, paths["plot"]):
         paths.pop("plot")
     return paths

@@ -32,6 +32,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from golfmodel.atomic import atomic_write_bytes
+
 Style = Literal["plain", "xz"]
 DEFAULT_STYLE: Style = "xz"
 CONFIG_BYTES = 4096  # the embedded JSON configuration is padded to exactly this many bytes
@@ -286,9 +288,7 @@ def write_script(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = build_script(config, style=style).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     return path
 
 

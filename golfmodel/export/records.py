@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from golfmodel.atomic import atomic_write, atomic_write_text
 from golfmodel.export.bundle import DEFAULT_STYLE, Style, write_script
 from golfmodel.export.runner import ARTIFACT_NAMES, submission_config
 
@@ -77,15 +78,8 @@ def _stage_dir(run: Path, stage: str) -> tuple[Path, dict[str, Any]]:
 def _copy(src: Path, dst: Path) -> None:
     if not src.is_file():
         raise ExportError(f"{src}: missing")
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with open(src, "rb") as f_in:
+        atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 22))
 
 
 def run_config(run: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -249,7 +243,7 @@ def export_run(
     if (run / "run.log").is_file():
         _copy(run / "run.log", out / "train.log")
     else:
-        _write_text(out / "train.log", "")
+        atomic_write_text(out / "train.log", "")
     for src, dst in (
         ("metrics.jsonl", "train_metrics.jsonl"),
         ("events.jsonl", "train_events.jsonl"),
@@ -278,6 +272,6 @@ def export_run(
         "bytes_total": int(total),
         "bytes_code": int(code),
     }
-    _write_text(out / "submission.json", json.dumps(sub, indent=2) + "\n")
-    _write_text(out / "README.md", readme(sub, report, settings, job, artifact_name, cfg["variant"]))
+    atomic_write_text(out / "submission.json", json.dumps(sub, indent=2) + "\n")
+    atomic_write_text(out / "README.md", readme(sub, report, settings, job, artifact_name, cfg["variant"]))
     return out

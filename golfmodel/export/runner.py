@@ -198,6 +198,7 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
     import numpy as np
     import torch
 
+    from golfmodel.atomic import atomic_write_json
     from golfmodel.eval import ByteTable, score
     from golfmodel.q2bn.size import size_check
     from golfmodel.train.checkpoint import load_final
@@ -272,7 +273,7 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
         "artifact": str(artifact),
         "eval": res.to_dict(),
     }
-    (out / "submission_result.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(out / "submission_result.json", summary)
     return summary
 
 
