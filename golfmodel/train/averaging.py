@@ -20,12 +20,18 @@ class WeightAverager:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Fold the current parameters in: EMA avg ← d·avg + (1−d)·w; SWA avg ← avg + (w − avg)/(n+1)."""
+        """Fold the current parameters in: EMA avg ← d·avg + (1−d)·w; SWA avg ← avg + (w − avg)/(n+1).
+
+        The EMA's decay warms up as d_n = min(decay, (1+n)/(10+n)) (TensorFlow's num_updates rule):
+        a fixed 0.99 from the first sample would keep ~2/3 of the phase-3 *start* weights after 40
+        steps, which on short runs cost ~0.15 bpb (measured in the minigolf bench).
+        """
         params = dict(model.named_parameters())
         if self.n == 0:
             self.avg = {k: p.detach().float().clone() for k, p in params.items() if p.is_floating_point()}
         else:
-            weight = 1.0 - self.decay if self.kind == "ema" else 1.0 / (self.n + 1)
+            decay = min(self.decay, (1.0 + self.n) / (10.0 + self.n))
+            weight = 1.0 - decay if self.kind == "ema" else 1.0 / (self.n + 1)
             names = list(self.avg)
             torch._foreach_lerp_(
                 [self.avg[k] for k in names], [params[k].detach().float() for k in names], weight
