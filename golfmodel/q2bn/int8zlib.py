@@ -29,22 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from golfmodel.atomic import atomic_write_bytes
+from golfmodel.model import CONTROL_TENSOR_PATTERNS
 from golfmodel.q2bn.artifact import ModelBuilder, PackResult, TensorInfo, build_from_config, storage_key
 from golfmodel.q2bn.format import check_header
 from golfmodel.quant.q2linear import no_tau_init
 
 FORMAT = "int8_clean_per_row_v1"
-BASELINE_CONTROL_PATTERNS = (
-    "attn_scale",
-    "attn_scales",
-    "mlp_scale",
-    "mlp_scales",
-    "resid_mix",
-    "resid_mixes",
-    "q_gain",
-    "skip_weight",
-    "skip_weights",
-)
+BASELINE_CONTROL_PATTERNS = CONTROL_TENSOR_PATTERNS  # the challenge baseline's fp32 control tensors
 _QUANTILE_MAX_ELEMS = 1 << 24  # torch.quantile refuses larger inputs; rows are processed in chunks
 
 

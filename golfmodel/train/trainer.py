@@ -444,10 +444,9 @@ class Trainer:
         total_elapsed = elapsed()
         return self._finish(total_elapsed, start_step, start_elapsed)
 
-    def _validate(self, p: float, now: float) -> float | None:
-        if not self.env.is_main or self.val_tokens is None:
-            return None
-        bpb = evaluate_bpb(
+    def _val_bpb(self) -> float:
+        """Validation bpb of the current weights on the val slice (the periodic and the final check)."""
+        return evaluate_bpb(
             self.model,
             self.val_tokens,
             self.table,
@@ -456,6 +455,11 @@ class Trainer:
             device=self.device,
             dtype=self.cfg.dtype,
         )
+
+    def _validate(self, p: float, now: float) -> float | None:
+        if not self.env.is_main or self.val_tokens is None:
+            return None
+        bpb = self._val_bpb()
         self.log.metrics(
             {"kind": "val", "step": self.step, "p": round(p, 6), "val_bpb": bpb, "elapsed": now}, echo=True
         )
@@ -511,15 +515,7 @@ class Trainer:
         if self.env.is_main:
             val_bpb = None
             if self.cfg.final_val and self.val_tokens is not None:
-                val_bpb = evaluate_bpb(
-                    self.model,
-                    self.val_tokens,
-                    self.table,
-                    seq_len=self.cfg.seq_len,
-                    batch_size=self.cfg.val_batch_seqs,
-                    device=self.device,
-                    dtype=self.cfg.dtype,
-                )
+                val_bpb = self._val_bpb()
             run_s = max(total_elapsed - start_elapsed, 1e-9)
             summary = {
                 "steps": self.step,
