@@ -1,0 +1,164 @@
+"""Minigolf bench configuration: defaults, `BenchConfig` and the ablations (overrides of the q2-geode job)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from golfmodel.bench import stats
+from golfmodel.bench.minigolf_arm import (
+    EvalSpec,
+)
+
+MAIN_ARMS = ("q2-geode", "q2-geode-fp32", "gpt-int8")
+# gpt-int8 tokens that take about 10 minutes of training on this CPU: `--calibrate 90` measured
+# 27,900 tok/s for the solver's 120,000-byte byte260 int8 shape (one thread, two arms side by
+# side, machine shared) → 16.7 M tokens in 600 s; see docs/minigolf.md.
+DEFAULT_INT8_TOKENS = 16_000_000
+DEFAULT_BUDGET_BYTES = 120_000
+MIN_FILL = 0.9  # both arms must fill at least this fraction of the byte budget
+BASELINE_KEEP_FLOAT = 65_536  # the challenge baseline keeps float tensors up to this many elements ...
+CHALLENGE_BUDGET = 16_000_000  # ... at this budget
+
+Log = Callable[[str], None]
+
+
+# --- configuration -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What the bench runs; every field is a CLI option of `golf bench minigolf`."""
+
+    budget_bytes: int = DEFAULT_BUDGET_BYTES
+    match: Literal["gpu-tokens", "time"] = "gpu-tokens"
+    int8_tokens: int = DEFAULT_INT8_TOKENS
+    seconds: float = 600.0
+    seeds: int = 1
+    first_seed: int = 1337
+    workers: int = 2
+    seq_len: int = 256
+    global_batch_tokens: int = 8192
+    micro_batch_seqs: int = 32
+    val_points: int = 10  # periodic validation points per run (the bpb-vs-tokens plot)
+    val_tokens: int = 32_768  # tokens of the periodic validation slice (the final scores use all)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    recalibrate: Literal["off", "mse", "act"] = "mse"  # the pipeline's τ-recalibration stage on q2-geode
+    ablations: tuple[str, ...] = ()
+    ablation_scale: float = 0.5  # token budget (or seconds) of ablation runs, relative to the main table
+    margin_nats: float = stats.CHALLENGE_MARGIN_NATS
+    min_fill: float = MIN_FILL
+    checkpoints: int = 4  # checkpoints per run, so an interrupted bench resumes mid-run
+    # gpt-int8 export: tensors with at most this many elements stay float. None = the baseline's
+    # 65,536 scaled by budget/16,000,000, so matrices are int8 rows at any budget (see the docs).
+    int8_keep_float: int | None = None
+
+    @property
+    def int8_keep_float_numel(self) -> int:
+        """The keep-float threshold the gpt-int8 arm is packed (and solved) with."""
+        if self.int8_keep_float is not None:
+            return self.int8_keep_float
+        return max(1, round(BASELINE_KEEP_FLOAT * self.budget_bytes / CHALLENGE_BUDGET))
+
+    def __post_init__(self) -> None:
+        def check(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ValueError(msg)
+
+        check(self.budget_bytes > 0, f"budget_bytes must be > 0, got {self.budget_bytes}")
+        check(self.match in ("gpu-tokens", "time"), f"match must be gpu-tokens|time, got {self.match!r}")
+        check(self.int8_tokens >= 1, f"int8_tokens must be >= 1, got {self.int8_tokens}")
+        check(self.seconds > 0, f"seconds must be > 0, got {self.seconds}")
+        check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
+        check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
+        check(0 < self.ablation_scale <= 1, f"ablation_scale must be in (0, 1], got {self.ablation_scale}")
+        check(self.val_points >= 0, f"val_points must be >= 0, got {self.val_points}")
+        check(0 <= self.min_fill <= 1, f"min_fill must be in [0, 1], got {self.min_fill}")
+        check(
+            self.recalibrate in ("off", "mse", "act"),
+            f"recalibrate must be off|mse|act, got {self.recalibrate!r}",
+        )
+        for name in self.ablations:
+            parse_ablation(name)  # raises with the list of known names
+
+
+# --- ablations ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ablation:
+    """An override of the q2-geode arm: model fields (re-solved at equal bytes), QAT, averaging, recal."""
+
+    name: str
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)  # pattern / bigram_prior: the solver re-sizes
+    qat: dict[str, Any] = field(default_factory=dict)
+    averaging: dict[str, Any] = field(default_factory=dict)
+    recalibrate: Literal["off", "mse", "act"] | None = None
+
+
+ABLATION_NAMES = (
+    "gqa-only",
+    "oneshot-qat",
+    "qat-start",
+    "tau-std",
+    "plain-ste",
+    "no-avg",
+    "no-recal",
+    "recal-act",
+    "bigram",
+)
+
+
+def parse_ablation(spec: str) -> Ablation:
+    """`NAME` or `qat-start=F` → Ablation; raises ValueError naming the known ablations."""
+    name, _, arg = spec.partition("=")
+    if name == "gqa-only":
+        return Ablation(
+            name=spec, description="all-GQA groups (GGGG) at equal bytes", model={"pattern": "GGGG"}
+        )
+    if name == "oneshot-qat":
+        return Ablation(name=spec, description="QAT on for every group at once", qat={"progressive": False})
+    if name == "qat-start":
+        f = float(arg) if arg else 0.0
+        if not 0 <= f <= 1:
+            raise ValueError(f"ablation qat-start={arg}: the start fraction must be in [0, 1]")
+        return Ablation(name=f"qat-start={f:g}", description=f"QAT starts at p={f:g}", qat={"start_frac": f})
+    if name == "tau-std":
+        mult = float(arg) if arg else 0.98
+        return Ablation(
+            name=spec if arg else "tau-std",
+            description=f"τ = {mult:g}·row std (no MSE search)",
+            qat={"tau_method": "std", "tau_std_mult": mult},
+        )
+    if name == "plain-ste":
+        return Ablation(name=spec, description="plain STE (no |w| ≤ 3τ mask)", qat={"ste_masked": False})
+    if name == "no-avg":
+        return Ablation(name=spec, description="no weight averaging", averaging={"kind": "none"})
+    if name == "no-recal":
+        return Ablation(name=spec, description="no τ recalibration after training", recalibrate="off")
+    if name == "recal-act":
+        return Ablation(name=spec, description="τ recalibration weighted by activations", recalibrate="act")
+    if name == "bigram":
+        return Ablation(
+            name=spec,
+            description="bigram log-prior in the logits, at equal bytes",
+            model={"bigram_prior": True},
+        )
+    raise ValueError(
+        f"unknown ablation {spec!r}; known: {', '.join(ABLATION_NAMES)} (qat-start=F, tau-std=M), all"
+    )
+
+
+def expand_ablations(names: Sequence[str]) -> tuple[str, ...]:
+    """Split comma lists and expand `all`; keeps order, drops duplicates."""
+    out: list[str] = []
+    for item in names:
+        for name in (s.strip() for s in item.split(",")):
+            if not name:
+                continue
+            for n in ABLATION_NAMES if name == "all" else (name,):
+                if n not in out:
+                    out.append(n)
+    return tuple(out)
