@@ -105,7 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     a = p.add_argument_group("ablations")
     a.add_argument(
         "--ablate", action="append", default=[], metavar="NAME[,NAME]",
-        help=f"ablations of q2-geode: {', '.join(mg.ABLATION_NAMES)} (qat-start=F, tau-std=M), or all",
+        help=f"ablations of q2-geode: {', '.join(mg.ABLATION_NAMES)} (qat-start=F, tau-std=M), all, or "
+        "trainer overrides SECTION.FIELD=VALUE[+...] with SECTION qat|averaging|optim|schedule "
+        "(e.g. optim.muon_lr=0.04; qat.enabled=false gives the twin's shadow score as pre-quant "
+        "and its 2-bit post-training quantisation as final)",
     )  # fmt: skip
     a.add_argument(
         "--ablate-scale", type=float, default=0.5, help="budget of ablation runs relative to the main arms"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -95,6 +96,8 @@ class Ablation:
     model: dict[str, Any] = field(default_factory=dict)  # pattern / bigram_prior: the solver re-sizes
     qat: dict[str, Any] = field(default_factory=dict)
     averaging: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] = field(default_factory=dict)
     recalibrate: Literal["off", "mse", "act"] | None = None
 
 
@@ -111,8 +114,39 @@ ABLATION_NAMES = (
 )
 
 
+# Sections of the trainer job a generic override (`SECTION.FIELD=VALUE[+...]`) may set.
+OVERRIDE_SECTIONS = ("qat", "averaging", "optim", "schedule")
+
+
+def _override_ablation(spec: str) -> Ablation:
+    """`optim.muon_lr=0.04+schedule.f1=0.3+...` → Ablation overriding those trainer fields.
+
+    Values are JSON (numbers, true/false, "strings") or bare strings; the trainer's dataclasses
+    validate them when the job is built, so a wrong field or value fails before any training.
+    """
+    parts: dict[str, dict[str, Any]] = {s: {} for s in OVERRIDE_SECTIONS}
+    for item in spec.split("+"):
+        key, eq, raw = item.partition("=")
+        section, _, fname = key.partition(".")
+        if not eq or section not in OVERRIDE_SECTIONS or not fname:
+            raise ValueError(
+                f"ablation {spec!r}: override {item!r} must be SECTION.FIELD=VALUE with SECTION in "
+                f"{', '.join(OVERRIDE_SECTIONS)}"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        parts[section][fname] = value
+    return Ablation(name=spec, description=f"override {spec.replace('+', ', ')}", **parts)
+
+
 def parse_ablation(spec: str) -> Ablation:
-    """`NAME` or `qat-start=F` → Ablation; raises ValueError naming the known ablations."""
+    """`NAME`, `qat-start=F` or `SECTION.FIELD=V[+...]` → Ablation; raises ValueError naming the known ones."""
+    if "." in spec.partition("=")[0]:
+        ab = _override_ablation(spec)
+        _validate_overrides(ab)
+        return ab
     name, _, arg = spec.partition("=")
     if name == "gqa-only":
         return Ablation(
@@ -147,8 +181,27 @@ def parse_ablation(spec: str) -> Ablation:
             model={"bigram_prior": True},
         )
     raise ValueError(
-        f"unknown ablation {spec!r}; known: {', '.join(ABLATION_NAMES)} (qat-start=F, tau-std=M), all"
+        f"unknown ablation {spec!r}; known: {', '.join(ABLATION_NAMES)} (qat-start=F, tau-std=M), all, "
+        "or trainer overrides SECTION.FIELD=VALUE[+...]"
     )
+
+
+def _validate_overrides(ab: Ablation) -> None:
+    """Build the overridden trainer configs once, so a bad field or value fails at parse time."""
+    from golfmodel.train.config import AveragingConfig, OptimConfig, QATConfig, ScheduleConfig
+
+    for cls, values in (
+        (QATConfig, ab.qat),
+        (AveragingConfig, ab.averaging),
+        (OptimConfig, ab.optim),
+        (ScheduleConfig, ab.schedule),
+    ):
+        try:
+            cls(**values)
+        except TypeError as e:
+            raise ValueError(f"ablation {ab.name!r}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"ablation {ab.name!r}: {e}") from None
 
 
 def expand_ablations(names: Sequence[str]) -> tuple[str, ...]:

@@ -263,7 +263,14 @@ def make_job(
     validation (`val_points` per run), the checkpoints and the log lines.
     """
     from golfmodel.model.config import ModelConfig
-    from golfmodel.train.config import AveragingConfig, QATConfig, TrainConfig, TrainJob
+    from golfmodel.train.config import (
+        AveragingConfig,
+        OptimConfig,
+        QATConfig,
+        ScheduleConfig,
+        TrainConfig,
+        TrainJob,
+    )
 
     ab = ablation or Ablation(name="default", description="")
     train = TrainConfig(
@@ -287,8 +294,10 @@ def make_job(
     job = TrainJob(
         model=ModelConfig.from_dict(plan.model),
         train=train,
-        qat=QATConfig(enabled=plan.kind == "q2-geode", **ab.qat),
+        qat=QATConfig(**{"enabled": plan.kind == "q2-geode", **ab.qat}),
         averaging=AveragingConfig(**ab.averaging),
+        optim=OptimConfig(**ab.optim),
+        schedule=ScheduleConfig(**ab.schedule),
         train_shards=data.train_shards,
         val_shards=data.val_shards,
         tokenizer=data.tokenizer,

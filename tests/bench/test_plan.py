@@ -40,6 +40,24 @@ def test_qat_start_ablation_takes_a_fraction() -> None:
     assert ab.qat == {"start_frac": 0.3} and ab.name == "qat-start=0.3"
 
 
+def test_override_ablation_sets_trainer_fields_joined_by_plus() -> None:
+    """optim.muon_lr=0.04+schedule.f1=0.4+schedule.f2=0.3 overrides those fields, values as JSON."""
+    ab = mg.parse_ablation("optim.muon_lr=0.04+schedule.f1=0.4+schedule.f2=0.3")
+    assert (ab.optim, ab.schedule, ab.qat) == ({"muon_lr": 0.04}, {"f1": 0.4, "f2": 0.3}, {})
+
+
+def test_override_ablation_with_an_unknown_field_is_rejected_at_parse_time() -> None:
+    """A misspelt trainer field fails when the bench is configured, naming the ablation."""
+    with pytest.raises(ValueError, match="optim.muon_rl=0.04"):
+        mg.BenchConfig(ablations=("optim.muon_rl=0.04",))
+
+
+def test_override_ablation_with_an_invalid_value_names_the_field() -> None:
+    """Phase fractions that do not sum to 1 are rejected by the trainer's own check."""
+    with pytest.raises(ValueError, match="f1 \\+ f2 \\+ f3 must sum to 1"):
+        mg.parse_ablation("schedule.f1=0.5")
+
+
 def test_unknown_ablation_is_rejected_with_the_known_names() -> None:
     """A typo names the valid ablations."""
     with pytest.raises(ValueError, match="gqa-only"):
