@@ -152,7 +152,11 @@ class QuantSettings(BaseModel):
     progressive: bool = Field(
         True, description="Switch QAT on group by group, deepest first (else all at once)."
     )
-    tau_refresh_steps: int = Field(50, ge=1, description="Re-fit τ every N steps while QAT is on.")
+    tau_refresh_steps: int = Field(
+        1,
+        ge=1,
+        description="Re-fit τ every N steps while QAT is on (1 = every step: a stale τ costs bpb, see docs/minigolf.md).",
+    )
     tau_method: Literal["mse", "std"] = Field(
         "mse", description="τ by squared-error search, or a fixed multiple of the row std."
     )

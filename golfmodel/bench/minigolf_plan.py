@@ -44,18 +44,27 @@ def solve_shape(
     *,
     pattern: str = "GCCC",
     bigram_prior: bool = False,
+    bigram_table: str | None = None,
 ) -> dict[str, Any]:
-    """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source)."""
+    """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source).
+
+    bigram_table: the bench's real bigram log-prior (.npz, named by the data hash); with
+    bigram_prior the solver packs it instead of a random table, so the shape fills the budget.
+    """
     from golfmodel.model import budget
 
     keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
-         "keep_float": keep, "src": source_hash()}
+         "bigram_table": bigram_table if bigram_prior else None, "keep_float": keep, "src": source_hash()}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
         kw: dict[str, Any] = {"bigram_prior": bigram_prior}
+        if bigram_prior and bigram_table is not None:
+            from golfmodel.data.bigram import load_logprior
+
+            kw["bigram_logprior"] = load_logprior(bigram_table)
         if arm == "q2-geode":
             kw["pattern"] = pattern
         elif keep != BASELINE_KEEP_FLOAT:
@@ -223,6 +232,7 @@ def plan_arms(
                     solver_cache,
                     pattern=ab.model.get("pattern", "GCCC"),
                     bigram_prior=ab.model.get("bigram_prior", False),
+                    bigram_table=data.bigram_logprior,
                 )
                 model = _model_config(solver, cfg)
                 params = _param_count(model)

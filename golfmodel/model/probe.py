@@ -52,14 +52,16 @@ def estimate(cfg: ModelConfig, *, int8_config: Any = None) -> Estimate:
     return Estimate(params, raw, breakdown)
 
 
-def random_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
+def random_model(cfg: ModelConfig, seed: int = 0, bigram_logprior: Any = None) -> nn.Module:
     """`cfg`'s model with random trained-like weights, cheaply (no per-layer τ solve).
 
     Matrices N(0, 1): the int8 rows then use their whole range, as trained weights do (the
     baseline's export floors the int8 step at 1/127, so small init-scale weights would compress
     far better than trained ones: the naive baseline packs to 15,881,631 bytes here against
     15,815,847 bytes trained); vectors N(1, 0.1²); log Δt as at init; Q2Linear τ = 0.996·row std
-    (the MSE-optimal step for a Gaussian row, SPEC §4); bigram prior = random log-softmax rows.
+    (the MSE-optimal step for a Gaussian row, SPEC §4); bigram prior = `bigram_logprior` (V, V)
+    when given (the real table is known before training and compresses far better than noise:
+    the byte260 table of the sample packs to ~a third of a random one), else random log-softmax rows.
     """
     from golfmodel.model.layers import Rotary
     from golfmodel.quant.q2linear import Q2Linear
@@ -83,7 +85,9 @@ def random_model(cfg: ModelConfig, seed: int = 0) -> nn.Module:
                 module.set_tau(0.996 * module.weight.float().std(dim=1).clamp_min(1e-6))
             elif isinstance(module, Rotary):
                 module.reset_tables()
-        if cfg.bigram_prior:
+        if cfg.bigram_prior and bigram_logprior is not None:
+            model.set_bigram_logprior(bigram_logprior)
+        elif cfg.bigram_prior:
             noise = torch.randn(cfg.vocab_size, cfg.vocab_size, generator=g) * 2.0
             model.set_bigram_logprior(torch.log_softmax(noise, dim=1))
     return model
@@ -118,9 +122,11 @@ def int8zlib_packer(int8_config: Any = None) -> Packer:
 DEFAULT_PACKERS: dict[str, Packer] = {"q2-geode": _pack_q2bn, "gpt-int8": _pack_int8zlib}
 
 
-def measure(cfg: ModelConfig, packer: Packer | None = None, seed: int = 0) -> int:
-    """Compressed bytes of `cfg`'s randomly initialised model under the arm's real packer."""
+def measure(
+    cfg: ModelConfig, packer: Packer | None = None, seed: int = 0, bigram_logprior: Any = None
+) -> int:
+    """Compressed bytes of `cfg`'s randomly initialised model (with the real bigram table if given) packed."""
     pack = packer or DEFAULT_PACKERS[cfg.arm]
-    model = random_model(cfg, seed)
+    model = random_model(cfg, seed, bigram_logprior)
     with tempfile.TemporaryDirectory(prefix="golf-budget-") as tmp:
         return int(pack(model, Path(tmp) / "probe.bin"))

@@ -85,7 +85,9 @@ class QATConfig:
 
     enabled: bool = True  # False = the fp32 twin: same schedule, QAT never switched on
     progressive: bool = True  # group by group, deepest first; False = all groups at once
-    tau_refresh_steps: int = 50  # re-fit τ of QAT-enabled layers every N steps; 0 = only at switches
+    # re-fit τ of QAT-enabled layers every N steps; 0 = only at switches. Every step by default: with
+    # 50 the minigolf q2 arm lost 0.09 bpb to stale τ (docs/minigolf.md, 'τ refresh').
+    tau_refresh_steps: int = 1
     ste_masked: bool = True  # straight-through estimator masked to |w| <= 3τ (else plain STE)
     tau_method: Literal["mse", "std"] = "mse"  # τ by squared-error search, or a fixed multiple of the row std
     tau_std_mult: float = 0.98

@@ -277,11 +277,11 @@ class Trainer:
             scheduled_p=round(self.switch_p[i], 6),
         )
 
-    def _refresh_tau(self, p: float) -> None:
+    def _refresh_tau(self, p: float, *, log: bool = True) -> None:
         active = [m for m in self.layers.values() if m.qat]
         for layer in active:
             layer.refresh_tau()
-        if active:
+        if active and log:
             self.log.event("tau_refresh", step=self.step, p=round(p, 6), layers=len(active))
 
     # --- one optimiser step --------------------------------------------------------------------
@@ -405,7 +405,8 @@ class Trainer:
                     )
                 self.averager.update(self.model)
             if job.qat.tau_refresh_steps and self.step % job.qat.tau_refresh_steps == 0:
-                self._refresh_tau(p)
+                # every-step refreshes are logged at the log cadence only (one event per step is noise)
+                self._refresh_tau(p, log=job.qat.tau_refresh_steps > 1 or self.step % cfg.log_every == 0)
 
             if self.step % cfg.log_every == 0 or self.step == start_step + 1 or p >= 1.0:
                 loss = self._mean(loss_t)

@@ -51,6 +51,16 @@ def test_bigram_prior_is_counted() -> None:
     assert prior.config.bigram_prior and prior.params < plain.params
 
 
+def test_a_real_bigram_table_is_packed_instead_of_noise() -> None:
+    """A smooth (compressible) bigram table leaves more bytes to the network than a random one."""
+    import numpy as np
+
+    smooth = np.log(np.full((260, 260), 1 / 260, dtype=np.float32))
+    noise = solve("q2-geode", 260, 120_000, bigram_prior=True)
+    real = solve("q2-geode", 260, 120_000, bigram_prior=True, bigram_logprior=smooth)
+    assert real.artifact_bytes <= 120_000 and real.params > noise.params
+
+
 def test_too_small_a_budget_raises() -> None:
     """A budget below the smallest model is a BudgetError naming the budget."""
     with pytest.raises(BudgetError, match="1000"):

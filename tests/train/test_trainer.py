@@ -41,6 +41,18 @@ def test_phases_and_qat_switches_follow_the_fractions(make_job: Callable[..., Tr
     assert blob["qat"] and all(blob["qat"].values())  # everything quantised at the end
 
 
+def test_every_step_tau_refresh_is_logged_at_the_log_cadence(make_job: Callable[..., TrainJob]) -> None:
+    """tau_refresh_steps=1 re-fits τ every step but writes a tau_refresh event every log_every steps."""
+    job = make_job(
+        model={"depth": 2},
+        train={"max_steps": 20, "log_every": 5},
+        schedule=ScheduleConfig(f1=0.1, f2=0.6, f3=0.3),
+        qat=QATConfig(tau_refresh_steps=1),
+    )
+    train(job)
+    assert [e["step"] for e in _events(Path(job.out_dir), "tau_refresh")] == [5, 10, 15, 20]
+
+
 def test_fp32_twin_runs_the_schedule_without_qat(make_job: Callable[..., TrainJob]) -> None:
     """QAT disabled: the same phases are logged but no layer is ever quantised."""
     job = make_job(qat=QATConfig(enabled=False), averaging=AveragingConfig(kind="swa"))
