@@ -322,7 +322,10 @@ LIBRARY_COMMANDS = {
     "data": ("golfmodel.data.cli", "data plane: verify, tokenise, bigram"),
     "inspect": ("golfmodel.q2bn.cli", "show an artifact's header, tensors and size breakdown"),
     "model": ("golfmodel.model.cli", "model plans (budget solver)"),
-    "export": ("golfmodel.export.cli", "write a challenge records folder (submission.json, train_gpt.py, artifact)"),
+    "export": (
+        "golfmodel.export.cli",
+        "write a challenge records folder (submission.json, train_gpt.py, artifact)",
+    ),
 }
 
 
