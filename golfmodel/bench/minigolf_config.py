@@ -111,6 +111,7 @@ ABLATION_NAMES = (
     "no-recal",
     "recal-act",
     "bigram",
+    "sub-norm",
 )
 
 
@@ -174,6 +175,12 @@ def parse_ablation(spec: str) -> Ablation:
         return Ablation(name=spec, description="no τ recalibration after training", recalibrate="off")
     if name == "recal-act":
         return Ablation(name=spec, description="τ recalibration weighted by activations", recalibrate="act")
+    if name == "sub-norm":
+        return Ablation(
+            name=spec,
+            description="RMSNorm before every output projection (SubLN), at equal bytes",
+            model={"sub_norm": True},
+        )
     if name == "bigram":
         return Ablation(
             name=spec,

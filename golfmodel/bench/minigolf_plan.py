@@ -45,6 +45,7 @@ def solve_shape(
     pattern: str = "GCCC",
     bigram_prior: bool = False,
     bigram_table: str | None = None,
+    sub_norm: bool = False,
 ) -> dict[str, Any]:
     """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source).
 
@@ -56,11 +57,12 @@ def solve_shape(
     keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
-         "bigram_table": bigram_table if bigram_prior else None, "keep_float": keep, "src": source_hash()}
+         "bigram_table": bigram_table if bigram_prior else None, "keep_float": keep, "src": source_hash(),
+         **({"sub_norm": True} if sub_norm else {})}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
-        kw: dict[str, Any] = {"bigram_prior": bigram_prior}
+        kw: dict[str, Any] = {"bigram_prior": bigram_prior, "sub_norm": sub_norm}
         if bigram_prior and bigram_table is not None:
             from golfmodel.data.bigram import load_logprior
 
@@ -233,6 +235,7 @@ def plan_arms(
                     pattern=ab.model.get("pattern", "GCCC"),
                     bigram_prior=ab.model.get("bigram_prior", False),
                     bigram_table=data.bigram_logprior,
+                    sub_norm=ab.model.get("sub_norm", False),
                 )
                 model = _model_config(solver, cfg)
                 params = _param_count(model)

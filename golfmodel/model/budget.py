@@ -105,6 +105,7 @@ def make_config(
     head_dim: int = 64,
     bigram_prior: bool = False,
     mlp_mult: float | None = None,
+    sub_norm: bool = False,
 ) -> ModelConfig:
     """The config the solver uses for a (width, depth) point: heads by `head_shape`, arm's MLP ratio."""
     n_heads, n_kv = head_shape(d_model, head_dim)
@@ -118,6 +119,7 @@ def make_config(
         n_kv_heads=n_kv,
         mlp_mult=DEFAULT_MLP_MULT[arm] if mlp_mult is None else mlp_mult,
         bigram_prior=bigram_prior,
+        sub_norm=sub_norm,
     )
 
 
@@ -145,8 +147,10 @@ class _Search:
         packer: Packer | None,
         int8_config: Any,
         bigram_logprior: Any = None,
+        sub_norm: bool = False,
     ) -> None:
         self.arm, self.vocab, self.target = arm, vocab, target
+        self.sub_norm = sub_norm
         self.bigram_logprior = bigram_logprior
         self.pattern, self.head_dim, self.bigram_prior = pattern, head_dim, bigram_prior
         self.mult = DEFAULT_MLP_MULT[arm] if mlp_mult is None else mlp_mult
@@ -178,6 +182,7 @@ class _Search:
             head_dim=self.head_dim,
             bigram_prior=self.bigram_prior,
             mlp_mult=self.mult if h == self.base_hidden(d) else h / d,
+            sub_norm=self.sub_norm,
         )
         assert cfg.mlp_hidden == h, (cfg.mlp_hidden, h)
         return cfg
@@ -295,6 +300,7 @@ def solve(
     packer: Packer | None = None,
     int8_config: Any = None,
     bigram_logprior: Any = None,
+    sub_norm: bool = False,
 ) -> Plan:
     """Largest model of `arm` (by params) whose artifact + `code_bytes` fits `budget_bytes`.
 
@@ -327,6 +333,7 @@ def solve(
         packer=packer,
         int8_config=int8_config,
         bigram_logprior=bigram_logprior,
+        sub_norm=sub_norm,
     )
     prior = PRIOR_RATIO[arm]
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from golfmodel.model.layers import RMSNorm
+
 DT_MIN, DT_MAX = 0.01, 1.0  # Δt init range (log-uniform): memory of ~1.4 to ~140 tokens at a ≈ softplus(0)
 _SERIES_BELOW = 1e-2  # a·Δt below this uses the Taylor series of (1 - e^-z)/z (error < z^4/120)
 
@@ -135,9 +137,17 @@ def cfc_scan_reference(log_decay: Tensor, c: Tensor, reset: Tensor | None) -> Te
 class CfCMixer(nn.Module):
     """CfC token mixer: gates W1, W2 and output W_out (`linear_cls`), per-channel time step exp(log_dt)."""
 
-    def __init__(self, d_model: int, *, chunk: int = 64, linear_cls: type[nn.Linear] = nn.Linear) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        chunk: int = 64,
+        linear_cls: type[nn.Linear] = nn.Linear,
+        sub_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.chunk = chunk
+        self.sub_norm = RMSNorm(d_model) if sub_norm else None  # on h before W_out (SubLN)
         self.w1 = linear_cls(d_model, d_model, bias=False)  # a = softplus(W1 x̂)
         self.w2 = linear_cls(d_model, d_model, bias=False)  # b = W2 x̂
         self.w_out = linear_cls(d_model, d_model, bias=False)
@@ -155,4 +165,7 @@ class CfCMixer(nn.Module):
             a = F.softplus(a_pre.float())
             log_decay, c = cfc_gates(a, b.float(), torch.exp(self.log_dt.float()))
             h = cfc_scan(log_decay, c, reset, self.chunk)  # (B, T, d) fp32
-        return self.w_out(h.to(x.dtype))
+        h = h.to(x.dtype)
+        if self.sub_norm is not None:
+            h = self.sub_norm(h)
+        return self.w_out(h)

@@ -39,6 +39,9 @@ class ModelConfig:
     max_seq_len: int = 1024
     tie_embeddings: bool = True
     qk_norm: bool = True
+    # q2-geode: RMSNorm (with gain) on the input of each output projection (attention o, CfC W_out,
+    # MLP down), BitNet's "SubLN": those projections carry most of the 2-bit error (docs/minigolf.md).
+    sub_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -51,7 +54,7 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name}: must be a positive number, got {value!r}")
-        for name in ("bigram_prior", "tie_embeddings", "qk_norm"):
+        for name in ("bigram_prior", "tie_embeddings", "qk_norm", "sub_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be a bool, got {getattr(self, name)!r}")
         if (

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golfmodel.model.layers import Rotary
+from golfmodel.model.layers import RMSNorm, Rotary
 
 QK_GAIN_INIT = 1.5  # per-head query gain after QK-RMSNorm (the challenge baseline's QK_GAIN_INIT)
 
@@ -29,6 +29,7 @@ class GQAMixer(nn.Module):
         rope_base: float = 10000.0,
         qk_norm: bool = True,
         linear_cls: type[nn.Linear] = nn.Linear,
+        sub_norm: bool = False,
     ) -> None:
         super().__init__()
         if d_model % n_heads != 0 or n_heads % n_kv_heads != 0:
@@ -43,6 +44,7 @@ class GQAMixer(nn.Module):
         self.q = linear_cls(d_model, d_model, bias=False)
         self.k = linear_cls(d_model, kv_dim, bias=False)
         self.v = linear_cls(d_model, kv_dim, bias=False)
+        self.sub_norm = RMSNorm(d_model) if sub_norm else None  # on the heads' output before o (SubLN)
         self.o = linear_cls(d_model, d_model, bias=False)
         self.o._zero_init = True
         # With unit-RMS q and k the logits are bounded by sqrt(head_dim); the learned gain sets the
@@ -64,4 +66,6 @@ class GQAMixer(nn.Module):
             q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads
         )  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, d)
+        if self.sub_norm is not None:
+            y = self.sub_norm(y)
         return self.o(y)

@@ -45,13 +45,14 @@ class Block(nn.Module):
                 rope_base=config.rope_base,
                 qk_norm=config.qk_norm,
                 linear_cls=linear_cls,
+                sub_norm=config.sub_norm,
             )
         elif kind == "C":
-            self.mixer = CfCMixer(d, chunk=config.cfc_chunk, linear_cls=linear_cls)
+            self.mixer = CfCMixer(d, chunk=config.cfc_chunk, linear_cls=linear_cls, sub_norm=config.sub_norm)
         else:
             raise ValueError(f"Block: kind must be 'G' or 'C', got {kind!r}")
         self.mlp_norm = RMSNorm(d)
-        self.mlp = SwiGLU(d, config.mlp_hidden, linear_cls=linear_cls)
+        self.mlp = SwiGLU(d, config.mlp_hidden, linear_cls=linear_cls, sub_norm=config.sub_norm)
 
     def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
         """x (B, T, d); reset (B, T) bool marks BOS tokens (used by CfC blocks only)."""

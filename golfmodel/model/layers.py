@@ -73,17 +73,26 @@ class Rotary(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)); `linear_cls` is Q2Linear in the q2 arm."""
+    """SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)); `linear_cls` is Q2Linear in the q2 arm.
 
-    def __init__(self, d_model: int, hidden: int, *, linear_cls: type[nn.Linear] = nn.Linear) -> None:
+    sub_norm: RMSNorm the hidden activations before `down` (SubLN).
+    """
+
+    def __init__(
+        self, d_model: int, hidden: int, *, linear_cls: type[nn.Linear] = nn.Linear, sub_norm: bool = False
+    ) -> None:
         super().__init__()
         self.gate = linear_cls(d_model, hidden, bias=False)
         self.up = linear_cls(d_model, hidden, bias=False)
+        self.sub_norm = RMSNorm(hidden) if sub_norm else None
         self.down = linear_cls(hidden, d_model, bias=False)
         self.down._zero_init = True  # residual branch starts as identity
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))  # (B, T, hidden) -> (B, T, d)
+        h = F.silu(self.gate(x)) * self.up(x)  # (B, T, hidden)
+        if self.sub_norm is not None:
+            h = self.sub_norm(h)
+        return self.down(h)  # (B, T, d)
 
 
 class ReluSquaredMLP(nn.Module):

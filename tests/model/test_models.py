@@ -155,6 +155,20 @@ def test_all_attention_ablation_builds(tiny_q2: ModelConfig, tokens: torch.Tenso
     assert model(tokens).shape == (2, 40, 64)
 
 
+def test_sub_norm_puts_an_rmsnorm_before_each_output_projection(
+    tiny_q2: ModelConfig, tokens: torch.Tensor
+) -> None:
+    """sub_norm adds a gain vector per output projection (o, W_out, down): hidden or d wide."""
+    plain = build_model(tiny_q2)
+    sub = build_model(dataclasses.replace(tiny_q2, sub_norm=True))
+    added = {n: p.numel() for n, p in sub.named_parameters() if ".sub_norm." in n}
+    blocks = len(tiny_q2.pattern) * tiny_q2.depth
+    assert len(added) == 2 * blocks  # one in the mixer, one in the MLP of every block
+    extra = sum(p.numel() for p in sub.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == sum(added.values()) == blocks * (tiny_q2.d_model + tiny_q2.mlp_hidden)
+    assert sub(tokens).shape == plain(tokens).shape
+
+
 def test_runs_under_bf16_autocast(q2_mixing: nn.Module, tokens: torch.Tensor) -> None:
     """Under CPU bf16 autocast the logits are still fp32, finite and close to the fp32 ones."""
     with torch.no_grad():

@@ -155,8 +155,9 @@ def test_pack_rejects_unknown_linear_kind(tiny_model: TinyLM, meta: dict[str, An
         pack_model(tiny_model, tmp_path / "m.q2bn", meta=meta, linear_kind="int4")
 
 
-def test_real_q2_geode_model_round_trips(tmp_path: Path) -> None:
-    """A tiny q2-geode model from golfmodel.model packs and reloads through the default builder."""
+@pytest.mark.parametrize("sub_norm", [False, True])
+def test_real_q2_geode_model_round_trips(tmp_path: Path, sub_norm: bool) -> None:
+    """A tiny q2-geode model from golfmodel.model (with and without SubLN) packs and reloads."""
     model_pkg = pytest.importorskip("golfmodel.model")
     cfg = model_pkg.ModelConfig(
         arm="q2-geode",
@@ -167,6 +168,7 @@ def test_real_q2_geode_model_round_trips(tmp_path: Path) -> None:
         n_kv_heads=1,
         mlp_mult=2.0,
         max_seq_len=16,
+        sub_norm=sub_norm,
     )
     torch.manual_seed(0)
     model = model_pkg.build_model(cfg)
