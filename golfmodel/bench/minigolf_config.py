@@ -116,7 +116,8 @@ ABLATION_NAMES = (
 
 
 # Sections of the trainer job a generic override (`SECTION.FIELD=VALUE[+...]`) may set.
-OVERRIDE_SECTIONS = ("qat", "averaging", "optim", "schedule")
+OVERRIDE_SECTIONS = ("model", "qat", "averaging", "optim", "schedule")
+MODEL_OVERRIDES = ("pattern", "bigram_prior", "sub_norm")  # model fields the solver re-sizes at equal bytes
 
 
 def _override_ablation(spec: str) -> Ablation:
@@ -196,6 +197,12 @@ def parse_ablation(spec: str) -> Ablation:
 def _validate_overrides(ab: Ablation) -> None:
     """Build the overridden trainer configs once, so a bad field or value fails at parse time."""
     from golfmodel.train.config import AveragingConfig, OptimConfig, QATConfig, ScheduleConfig
+
+    unknown = sorted(set(ab.model) - set(MODEL_OVERRIDES))
+    if unknown:
+        raise ValueError(
+            f"ablation {ab.name!r}: model overrides must be among {', '.join(MODEL_OVERRIDES)}, got {unknown}"
+        )
 
     for cls, values in (
         (QATConfig, ab.qat),

@@ -46,6 +46,13 @@ def test_override_ablation_sets_trainer_fields_joined_by_plus() -> None:
     assert (ab.optim, ab.schedule, ab.qat) == ({"muon_lr": 0.04}, {"f1": 0.4, "f2": 0.3}, {})
 
 
+def test_model_override_is_limited_to_the_fields_the_solver_resizes() -> None:
+    """model.sub_norm=true is a model override; model.d_model=... is rejected (the solver owns the width)."""
+    assert mg.parse_ablation("model.sub_norm=true+qat.enabled=false").model == {"sub_norm": True}
+    with pytest.raises(ValueError, match="d_model"):
+        mg.parse_ablation("model.d_model=96")
+
+
 def test_override_ablation_with_an_unknown_field_is_rejected_at_parse_time() -> None:
     """A misspelt trainer field fails when the bench is configured, naming the ablation."""
     with pytest.raises(ValueError, match="optim.muon_rl=0.04"):
