@@ -23,8 +23,14 @@ if TYPE_CHECKING:
     from golfmodel.train.config import TrainJob
 
 
-def model_config(settings: Settings, vocab_size: int, *, code_bytes: int = 0) -> ModelConfig:
-    """The model shape; with `model.solve`, the width comes from the budget solver (code_bytes: shipped code)."""
+def model_config(
+    settings: Settings, vocab_size: int, *, code_bytes: int = 0, bigram_logprior: str | Path | None = None
+) -> ModelConfig:
+    """The model shape; with `model.solve`, the width comes from the budget solver.
+
+    code_bytes: the shipped code, counted against the budget; bigram_logprior: the bigram stage's
+    table, packed by the solver instead of a random one when the model carries the prior.
+    """
     from golfmodel.model.config import ModelConfig
 
     m = settings.model
@@ -40,15 +46,18 @@ def model_config(settings: Settings, vocab_size: int, *, code_bytes: int = 0) ->
         rope_base=m.rope_base,
         logit_softcap=m.logit_softcap,
         bigram_prior=m.bigram_prior,
+        sub_norm=m.sub_norm,
         cfc_chunk=m.cfc_chunk,
         max_seq_len=max(settings.train.seq_len, settings.eval.seq_len),
     )
     if m.solve:
-        cfg = solve_model(settings, cfg, code_bytes=code_bytes)
+        cfg = solve_model(settings, cfg, code_bytes=code_bytes, bigram_logprior=bigram_logprior)
     return cfg
 
 
-def solve_model(settings: Settings, base: ModelConfig, *, code_bytes: int = 0) -> ModelConfig:
+def solve_model(
+    settings: Settings, base: ModelConfig, *, code_bytes: int = 0, bigram_logprior: str | Path | None = None
+) -> ModelConfig:
     """Width (and heads) from the budget solver for `pack.budget_bytes` at `model.depth` groups/layers.
 
     The arm, pattern, MLP ratio, bigram prior and the non-shape options are kept from `base`.
@@ -57,6 +66,11 @@ def solve_model(settings: Settings, base: ModelConfig, *, code_bytes: int = 0) -
 
     from golfmodel.model import budget
 
+    table = None
+    if base.bigram_prior and bigram_logprior is not None:
+        from golfmodel.data.bigram import load_logprior
+
+        table = load_logprior(bigram_logprior)
     plan = budget.solve(
         base.arm,
         base.vocab_size,
@@ -66,6 +80,8 @@ def solve_model(settings: Settings, base: ModelConfig, *, code_bytes: int = 0) -
         bigram_prior=base.bigram_prior,
         code_bytes=code_bytes,
         mlp_mult=base.mlp_mult,
+        bigram_logprior=table,
+        sub_norm=base.sub_norm,
     )
     keep = ("rope_base", "logit_softcap", "cfc_chunk", "max_seq_len")
     return dataclasses.replace(plan.config, **{k: getattr(base, k) for k in keep})

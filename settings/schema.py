@@ -125,6 +125,10 @@ class ModelSettings(BaseModel):
     bigram_prior: bool = Field(
         False, description="Add the bigram log-prior table to the logits (stored int8 in the artifact)."
     )
+    sub_norm: bool = Field(
+        False,
+        description="q2-geode: RMSNorm before each output projection (SubLN; off = the spec's block, see docs/minigolf.md).",
+    )
     cfc_chunk: int = Field(64, ge=1, le=4096, description="Chunk length of the CfC parallel scan.")
     solve: bool = Field(
         False, description="Pick d_model/depth with the budget solver to fill pack.budget_bytes."
@@ -138,6 +142,8 @@ class ModelSettings(BaseModel):
             raise ValueError("model.d_model/model.n_heads (head_dim) must be even for RoPE")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"model.n_kv_heads={self.n_kv_heads} must divide model.n_heads={self.n_heads}")
+        if self.sub_norm and self.arm != "q2-geode":
+            raise ValueError(f"model.sub_norm applies to q2-geode blocks only, got model.arm={self.arm!r}")
         return self
 
 

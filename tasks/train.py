@@ -45,10 +45,12 @@ def shipped_code_bytes() -> int:
 def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord, work: Path) -> StageResult:
     """Write RUN.json into `work`, run the trainer there, and return its summary."""
     log = logger()
+    prior = bigram.path(bigram.values["logprob"]) if settings.model.bigram_prior else None
     model = model_config(
         settings,
         tokenise.values["vocab_size"],
         code_bytes=shipped_code_bytes() if settings.model.solve else 0,
+        bigram_logprior=prior,
     )
     job = train_job(
         settings,
@@ -56,7 +58,7 @@ def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord,
         train_shards=tokenise.paths("train_shards"),
         val_shards=tokenise.paths("val_shards"),
         tokenizer=tokenizer_of(tokenise),
-        bigram_logprior=bigram.path(bigram.values["logprob"]) if settings.model.bigram_prior else None,
+        bigram_logprior=prior,
         out_dir=work,
         model=model,
         progress_bar=False,

@@ -78,6 +78,8 @@ class ModelConfig:
             )
         if self.mlp_hidden <= 0:
             raise ValueError(f"mlp_mult: gives an empty MLP hidden layer at d_model={self.d_model}")
+        if self.sub_norm and self.arm != "q2-geode":
+            raise ValueError(f"sub_norm: only the q2-geode blocks have it, got arm={self.arm!r}")
 
     @property
     def head_dim(self) -> int:

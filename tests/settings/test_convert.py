@@ -37,6 +37,12 @@ def test_train_job_carries_the_settings(tmp_path: Path) -> None:
     assert job.model.d_model == s.model.d_model and job.model.vocab_size == 1024
 
 
+def test_sub_norm_reaches_the_model_config(tmp_path: Path) -> None:
+    """model.sub_norm in the settings builds a SubLN model config."""
+    s = load_settings("smoke", overrides=["model.sub_norm=true"])
+    assert model_config(s, 1024).sub_norm
+
+
 def test_train_job_round_trips_json(tmp_path: Path) -> None:
     """RUN.json written by the task reads back as the same job."""
     from golfmodel.train.config import TrainJob

@@ -115,6 +115,12 @@ def test_cross_field_check_names_the_fields() -> None:
         load_settings("smoke", overrides=["model.n_heads=4", "model.n_kv_heads=3"])
 
 
+def test_sub_norm_on_the_int8_arm_is_rejected() -> None:
+    """model.sub_norm belongs to the q2-geode blocks: with arm gpt-int8 the error names both fields."""
+    with pytest.raises(SettingsError, match="model.sub_norm.*model.arm"):
+        load_settings("smoke", overrides=["model.arm=gpt-int8", "model.sub_norm=true"])
+
+
 def test_unknown_preset_is_an_error() -> None:
     """An unknown preset lists the available ones."""
     with pytest.raises(SettingsError, match="available"):
