@@ -61,7 +61,7 @@ def random_model(cfg: ModelConfig, seed: int = 0, bigram_logprior: Any = None) -
     15,815,847 bytes trained); vectors N(1, 0.1²); log Δt as at init; Q2Linear τ = 0.996·row std
     (the MSE-optimal step for a Gaussian row, SPEC §4); bigram prior = `bigram_logprior` (V, V)
     when given (the real table is known before training and compresses far better than noise:
-    the byte260 table of the sample packs to ~a third of a random one), else random log-softmax rows.
+    the sample's byte260 table packs to ~8 KB, a random one to ~55 KB), else random log-softmax rows.
     """
     from golfmodel.model.layers import Rotary
     from golfmodel.quant.q2linear import Q2Linear
