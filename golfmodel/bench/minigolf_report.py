@@ -122,13 +122,13 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, label in ARM_LABELS.items():
+    for k, (arm, label) in enumerate(ARM_LABELS.items()):
         a = result[arm]
-        for i, seed in enumerate(a["seeds"]):
+        for i, seed in enumerate(a["seeds"]):  # one colour per arm: its seeds share it
             curve = seed.get("curve") or []
             xs = [c["tokens"] for c in curve]
             ys = [c["val_bpb"] for c in curve]
-            line = ax.plot(xs, ys, marker=".", alpha=0.8, label=label if i == 0 else None)[0]
+            line = ax.plot(xs, ys, marker=".", alpha=0.7, color=f"C{k}", label=label if i == 0 else None)[0]
             ax.plot(
                 [seed["tokens"]],
                 [seed["final_bpb"]],
