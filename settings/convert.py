@@ -66,11 +66,6 @@ def solve_model(
 
     from golfmodel.model import budget
 
-    table = None
-    if base.bigram_prior and bigram_logprior is not None:
-        from golfmodel.data.bigram import load_logprior
-
-        table = load_logprior(bigram_logprior)
     plan = budget.solve(
         base.arm,
         base.vocab_size,
@@ -80,7 +75,7 @@ def solve_model(
         bigram_prior=base.bigram_prior,
         code_bytes=code_bytes,
         mlp_mult=base.mlp_mult,
-        bigram_logprior=table,
+        bigram_logprior=bigram_logprior,
         sub_norm=base.sub_norm,
     )
     keep = ("rope_base", "logit_softcap", "cfc_chunk", "max_seq_len")

@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--ablate", action="append", default=[], metavar="NAME[,NAME]",
         help=f"ablations of q2-geode: {', '.join(mg.ABLATION_NAMES)} (qat-start=F, tau-std=M), all, or "
-        "trainer overrides SECTION.FIELD=VALUE[+...] with SECTION qat|averaging|optim|schedule "
+        "trainer overrides SECTION.FIELD=VALUE[+...] with SECTION model|qat|averaging|optim|schedule "
         "(e.g. optim.muon_lr=0.04; qat.enabled=false gives the twin's shadow score as pre-quant "
         "and its 2-bit post-training quantisation as final)",
     )  # fmt: skip

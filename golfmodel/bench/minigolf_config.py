@@ -93,7 +93,7 @@ class Ablation:
 
     name: str
     description: str
-    model: dict[str, Any] = field(default_factory=dict)  # pattern / bigram_prior: the solver re-sizes
+    model: dict[str, Any] = field(default_factory=dict)  # MODEL_OVERRIDES fields: the solver re-sizes
     qat: dict[str, Any] = field(default_factory=dict)
     averaging: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
@@ -212,9 +212,7 @@ def _validate_overrides(ab: Ablation) -> None:
     ):
         try:
             cls(**values)
-        except TypeError as e:
-            raise ValueError(f"ablation {ab.name!r}: {e}") from None
-        except ValueError as e:
+        except (TypeError, ValueError) as e:  # unknown field / invalid value
             raise ValueError(f"ablation {ab.name!r}: {e}") from None
 
 

@@ -57,16 +57,16 @@ def solve_shape(
     keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
-         "bigram_table": bigram_table if bigram_prior else None, "keep_float": keep, "src": source_hash(),
-         **({"sub_norm": True} if sub_norm else {})}
+         "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
+         "src": source_hash()}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
-        kw: dict[str, Any] = {"bigram_prior": bigram_prior, "sub_norm": sub_norm}
-        if bigram_prior and bigram_table is not None:
-            from golfmodel.data.bigram import load_logprior
-
-            kw["bigram_logprior"] = load_logprior(bigram_table)
+        kw: dict[str, Any] = {
+            "bigram_prior": bigram_prior,
+            "sub_norm": sub_norm,
+            "bigram_logprior": bigram_table,
+        }
         if arm == "q2-geode":
             kw["pattern"] = pattern
         elif keep != BASELINE_KEEP_FLOAT:

@@ -36,6 +36,7 @@ and keep a margin when it matters.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from golfmodel.model.config import ARMS, ModelConfig, head_shape
@@ -299,7 +300,7 @@ def solve(
     confirm: bool = True,
     packer: Packer | None = None,
     int8_config: Any = None,
-    bigram_logprior: Any = None,
+    bigram_logprior: str | Path | Any = None,
     sub_norm: bool = False,
 ) -> Plan:
     """Largest model of `arm` (by params) whose artifact + `code_bytes` fits `budget_bytes`.
@@ -310,7 +311,8 @@ def solve(
     leaves over. confirm=False skips the real packer and reports the estimate. packer(model, path)
     -> compressed bytes replaces the arm's packer; int8_config (an `Int8ZlibConfig`) sets the
     gpt-int8 export rules for both the estimate and the packer. bigram_logprior: the real (V, V)
-    table a bigram_prior model will carry (it is known before training); packs then use it instead
+    table a bigram_prior model will carry (an array, or its file as `data.bigram.load_logprior`
+    reads it; it is known before training); packs then use it instead
     of a random table (byte260: ~8 KB packed for the sample's real table, ~55 KB for noise). Raises BudgetError when no model
     (width 32, depth 1 at least) fits.
     """
@@ -320,6 +322,10 @@ def solve(
         raise ValueError(f"budget_bytes: must be > 0 (and code_bytes >= 0), got {budget_bytes}, {code_bytes}")
     if groups is not None and groups < 1:
         raise ValueError(f"groups: must be >= 1, got {groups}")
+    if bigram_prior and isinstance(bigram_logprior, str | Path):
+        from golfmodel.data.bigram import load_logprior
+
+        bigram_logprior = load_logprior(bigram_logprior)
     depths = [groups] if groups is not None else list(range(1, (max_depth or DEFAULT_MAX_DEPTH[arm]) + 1))
     search = _Search(
         arm,

@@ -61,6 +61,17 @@ def test_a_real_bigram_table_is_packed_instead_of_noise() -> None:
     assert real.artifact_bytes <= 120_000 and real.params > noise.params
 
 
+def test_a_bigram_table_file_sizes_like_the_array(tmp_path) -> None:
+    """solve() takes the table's file (as the pipeline and the bench pass it) as well as the array."""
+    import numpy as np
+
+    smooth = np.log(np.full((260, 260), 1 / 260, dtype=np.float32))
+    np.save(tmp_path / "logprob.npy", smooth)
+    kw = {"groups": 1, "bigram_prior": True}
+    from_file = solve("q2-geode", 260, 120_000, bigram_logprior=tmp_path / "logprob.npy", **kw)
+    assert from_file == solve("q2-geode", 260, 120_000, bigram_logprior=smooth, **kw)
+
+
 def test_too_small_a_budget_raises() -> None:
     """A budget below the smallest model is a BudgetError naming the budget."""
     with pytest.raises(BudgetError, match="1000"):
