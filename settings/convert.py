@@ -48,6 +48,7 @@ def model_config(
         bigram_prior=m.bigram_prior,
         sub_norm=m.sub_norm,
         cfc_chunk=m.cfc_chunk,
+        cfc_scan=m.cfc_scan,
         max_seq_len=max(settings.train.seq_len, settings.eval.seq_len),
     )
     if m.solve:
@@ -78,7 +79,7 @@ def solve_model(
         bigram_logprior=bigram_logprior,
         sub_norm=base.sub_norm,
     )
-    keep = ("rope_base", "logit_softcap", "cfc_chunk", "max_seq_len")
+    keep = ("rope_base", "logit_softcap", "cfc_chunk", "cfc_scan", "max_seq_len")
     return dataclasses.replace(plan.config, **{k: getattr(base, k) for k in keep})
 
 

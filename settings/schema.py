@@ -130,6 +130,11 @@ class ModelSettings(BaseModel):
         description="q2-geode: RMSNorm before each output projection (SubLN; off = the spec's block, see docs/minigolf.md).",
     )
     cfc_chunk: int = Field(64, ge=1, le=4096, description="Chunk length of the CfC parallel scan.")
+    cfc_scan: Literal["auto", "torch", "triton"] = Field(
+        "auto",
+        description="CfC scan: auto = the fused Triton kernel on CUDA and the chunked torch scan elsewhere; "
+        "torch or triton forces one (the run log says which ran).",
+    )
     solve: bool = Field(
         False, description="Pick d_model/depth with the budget solver to fill pack.budget_bytes."
     )

@@ -10,6 +10,15 @@ from pathlib import Path
 
 import pytest
 
+# The fused CfC scan's Triton kernels take CPU tensors only under Triton's interpreter, which
+# `triton.jit` reads when it decorates them (when golfmodel is imported): set it before any test
+# module imports golfmodel, on machines without CUDA (a GPU machine tests the compiled kernels).
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("GOLFTEST_SAMPLE", REPO.parent / "shared" / "fineweb-sample")).resolve()
 

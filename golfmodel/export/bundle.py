@@ -54,7 +54,8 @@ EXCLUDE_PREFIXES = (
 )
 # third-party imports the script may rely on; inside functions also those of code paths it never takes
 ALLOWED_TOP_LEVEL = {"torch", "numpy", "sentencepiece", "zstandard"}
-ALLOWED_LAZY = ALLOWED_TOP_LEVEL | {"tqdm", "scipy", "matplotlib"}
+# triton: the fused CfC scan imports it inside `try` (CUDA torch ships it; without it the torch scan runs)
+ALLOWED_LAZY = ALLOWED_TOP_LEVEL | {"tqdm", "scipy", "matplotlib", "triton"}
 _LIB_ROOT = Path(__file__).resolve().parents[1]  # the golfmodel package folder
 
 

@@ -17,6 +17,12 @@ T/chunk chunks, not over tokens). The backward pass is the same scan run in reve
 autograd Function), so training keeps only the log-decays and states, not the scan's steps. docs/decisions/model.md compares this with the masked
 (chunk x chunk) decay-matrix form, whose (B, T, chunk, d) intermediate is too large for
 per-channel decays. Gates and scan run in fp32 even under bf16 autocast.
+
+On CUDA the mixer runs the fused Triton scan instead (`scan_triton.fused_cfc_scan`: gates and
+recurrence in one kernel per pass, docs/decisions/scan.md); `scan` ("auto" | "torch" | "triton",
+`ModelConfig.cfc_scan`) picks it: "auto" is the fused scan on CUDA where triton is installed and
+this chunked torch scan everywhere else, which stays the CPU path and the reference. The trainer
+logs the choice (`scan_in_use`).
 """
 
 from __future__ import annotations
@@ -27,10 +33,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from golfmodel.model import scan_triton
+from golfmodel.model.config import CFC_SCANS
 from golfmodel.model.layers import RMSNorm
 
 DT_MIN, DT_MAX = 0.01, 1.0  # Δt init range (log-uniform): memory of ~1.4 to ~140 tokens at a ≈ softplus(0)
 _SERIES_BELOW = 1e-2  # a·Δt below this uses the Taylor series of (1 - e^-z)/z (error < z^4/120)
+
+
+def resolve_scan(choice: str, device: torch.device) -> str:
+    """The scan that `choice` runs on `device`: "triton" (fused kernel) or "torch" (chunked scan).
+
+    "auto": triton on CUDA where the fused scan is available, torch otherwise. "triton" is never
+    downgraded: it raises here if triton (or torch.library.triton_op) is missing.
+    """
+    if choice not in CFC_SCANS:
+        raise ValueError(f"cfc_scan: must be one of {CFC_SCANS}, got {choice!r}")
+    if choice == "triton" and not scan_triton.available():
+        raise RuntimeError(
+            f"cfc_scan='triton' but the fused scan cannot run: {scan_triton.unavailable_reason()}"
+        )
+    if choice == "auto":
+        return "triton" if device.type == "cuda" and scan_triton.available() else "torch"
+    return choice
+
+
+def scan_in_use(model: nn.Module, device: torch.device) -> str:
+    """Which CfC scan `model`'s mixers run on `device` ("triton", "torch", "none" without CfC blocks)."""
+    names = sorted({resolve_scan(m.scan, device) for m in model.modules() if isinstance(m, CfCMixer)})
+    return "+".join(names) if names else "none"
 
 
 def cfc_gates(a: Tensor, b: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
@@ -144,9 +175,12 @@ class CfCMixer(nn.Module):
         chunk: int = 64,
         linear_cls: type[nn.Linear] = nn.Linear,
         sub_norm: bool = False,
+        scan: str = "auto",
     ) -> None:
         super().__init__()
+        resolve_scan(scan, torch.device("cpu"))  # validates the name and that a forced triton can run
         self.chunk = chunk
+        self.scan = scan
         self.sub_norm = RMSNorm(d_model) if sub_norm else None  # on h before W_out (SubLN)
         self.w1 = linear_cls(d_model, d_model, bias=False)  # a = softplus(W1 x̂)
         self.w2 = linear_cls(d_model, d_model, bias=False)  # b = W2 x̂
@@ -161,10 +195,14 @@ class CfCMixer(nn.Module):
         B, T, C = x.shape
         a_pre = self.w1(x)  # (B, T, d)
         b = self.w2(x)  # (B, T, d)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            a = F.softplus(a_pre.float())
-            log_decay, c = cfc_gates(a, b.float(), torch.exp(self.log_dt.float()))
-            h = cfc_scan(log_decay, c, reset, self.chunk)  # (B, T, d) fp32
+        if resolve_scan(self.scan, x.device) == "triton":
+            # gates + scan in one kernel: reads a_pre, b in their (autocast) dtype, fp32 inside
+            h = scan_triton.fused_cfc_scan(a_pre, b, self.log_dt, reset)  # (B, T, d) fp32
+        else:
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                a = F.softplus(a_pre.float())
+                log_decay, c = cfc_gates(a, b.float(), torch.exp(self.log_dt.float()))
+                h = cfc_scan(log_decay, c, reset, self.chunk)  # (B, T, d) fp32
         h = h.to(x.dtype)
         if self.sub_norm is not None:
             h = self.sub_norm(h)

@@ -15,6 +15,7 @@ from typing import Any
 
 ARMS = ("q2-geode", "gpt-int8")
 BLOCK_LETTERS = "GC"  # G = GQA mixer, C = CfC mixer
+CFC_SCANS = ("auto", "torch", "triton")  # ModelConfig.cfc_scan (golfmodel.model.cfc.resolve_scan)
 
 # Token id that starts every document, for both tokenisers (SPEC §2: pad/bos/eos/unk = 0/1/2/3).
 BOS_ID = 1
@@ -36,6 +37,8 @@ class ModelConfig:
     logit_softcap: float = 30.0
     bigram_prior: bool = False
     cfc_chunk: int = 64
+    # CfC scan: "auto" (fused Triton kernel on CUDA, the chunked torch scan elsewhere) | "torch" | "triton"
+    cfc_scan: str = "auto"
     max_seq_len: int = 1024
     tie_embeddings: bool = True
     qk_norm: bool = True
@@ -78,6 +81,8 @@ class ModelConfig:
             )
         if self.mlp_hidden <= 0:
             raise ValueError(f"mlp_mult: gives an empty MLP hidden layer at d_model={self.d_model}")
+        if self.cfc_scan not in CFC_SCANS:
+            raise ValueError(f"cfc_scan: must be one of {CFC_SCANS}, got {self.cfc_scan!r}")
         if self.sub_norm and self.arm != "q2-geode":
             raise ValueError(f"sub_norm: only the q2-geode blocks have it, got arm={self.arm!r}")
 

@@ -48,7 +48,13 @@ class Block(nn.Module):
                 sub_norm=config.sub_norm,
             )
         elif kind == "C":
-            self.mixer = CfCMixer(d, chunk=config.cfc_chunk, linear_cls=linear_cls, sub_norm=config.sub_norm)
+            self.mixer = CfCMixer(
+                d,
+                chunk=config.cfc_chunk,
+                linear_cls=linear_cls,
+                sub_norm=config.sub_norm,
+                scan=config.cfc_scan,
+            )
         else:
             raise ValueError(f"Block: kind must be 'G' or 'C', got {kind!r}")
         self.mlp_norm = RMSNorm(d)

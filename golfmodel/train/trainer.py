@@ -30,6 +30,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from golfmodel.model.cfc import scan_in_use
 from golfmodel.train import schedule as sched
 from golfmodel.train.averaging import WeightAverager
 from golfmodel.train.checkpoint import (
@@ -351,6 +352,7 @@ class Trainer:
                 params=sum(p.numel() for p in self.model.parameters()),
                 qat_groups=len(self.groups),
                 switch_p=[round(x, 6) for x in self.switch_p],
+                cfc_scan=scan_in_use(self.model, self.device),  # which CfC scan runs (never silent)
             )
             if self.device.type == "cpu" and cfg.dtype == "bf16":
                 self.log.event(

@@ -1,0 +1,199 @@
+"""The fused CfC scan (golfmodel/model/scan_triton.py) against the token-by-token reference.
+
+On a machine without CUDA the kernels run under Triton's interpreter on CPU tensors
+(tests/conftest.py sets TRITON_INTERPRET=1 before golfmodel is imported); on a CUDA machine the
+same tests run the compiled kernels. The interpreter is slow (a Python call per scanned element),
+so most tests shrink the tiles to 8 x 8 (`small_blocks`): the kernel code is the same, and small
+T and D then still cover several chunks, partial chunks and partial channel blocks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton", reason="the fused CfC scan needs triton (installed by the test extra)")
+
+from golfmodel.model import ModelConfig, build_model, scan_triton  # noqa: E402
+from golfmodel.model.cfc import CfCMixer, cfc_gates, cfc_scan_reference, resolve_scan, scan_in_use  # noqa: E402
+from golfmodel.model.scan_check import self_check  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SHAPES = [(1, 8, 8), (2, 21, 12), (3, 5, 3)]  # one exact tile; T and D not multiples of the block; T < block
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 x 8 tiles (the op reads the block sizes at each call)."""
+    monkeypatch.setattr(scan_triton, "BLOCK_T", 8)
+    monkeypatch.setattr(scan_triton, "BLOCK_D", 8)
+
+
+def _inputs(B: int, T: int, D: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """x = W1 x̂, b = W2 x̂, log Δt over the init range, resets at t = 0 and mid-chunk (t = 3), ∂L/∂h."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, D, generator=g) * 2
+    b = torch.randn(B, T, D, generator=g)
+    log_dt = torch.rand(D, generator=g) * math.log(100.0) + math.log(0.01)
+    reset = torch.zeros(B, T, dtype=torch.bool)
+    reset[0, 0] = True
+    reset[-1, min(3, T - 1)] = True
+    gh = torch.randn(B, T, D, generator=g)
+    return tuple(t.to(DEVICE) for t in (x, b, log_dt, reset, gh))
+
+
+def _reference(x: torch.Tensor, b: torch.Tensor, log_dt: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+    log_decay, c = cfc_gates(F.softplus(x.float()), b.float(), torch.exp(log_dt))
+    return cfc_scan_reference(log_decay, c, reset)
+
+
+def _grads(fn, x, b, log_dt, reset, gh) -> tuple[torch.Tensor, ...]:  # type: ignore[no-untyped-def]
+    leaves = [t.detach().clone().requires_grad_() for t in (x, b, log_dt)]
+    h = fn(*leaves, reset)
+    h.backward(gh)
+    return (h.detach(), *(t.grad for t in leaves))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_token_loop(small_blocks: None, shape: tuple[int, int, int]) -> None:
+    """h equals the token loop within 1e-5 (fp32), resets at t = 0 and mid-chunk included."""
+    x, b, log_dt, reset, _ = _inputs(*shape)
+    h = scan_triton.fused_cfc_scan(x, b, log_dt, reset)
+    assert h.dtype == torch.float32 and h.shape == shape
+    torch.testing.assert_close(h, _reference(x, b, log_dt, reset), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_gradients_match_token_loop(small_blocks: None, shape: tuple[int, int, int]) -> None:
+    """∂x (through softplus and the gates), ∂b and ∂log Δt equal autograd through the token loop."""
+    x, b, log_dt, reset, gh = _inputs(*shape, seed=1)
+    fused = _grads(scan_triton.fused_cfc_scan, x, b, log_dt, reset, gh)
+    ref = _grads(_reference, x, b, log_dt, reset, gh)
+    for name, f, r in zip(("h", "dx", "db", "dlog_dt"), fused, ref, strict=True):
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_default_blocks_match_token_loop() -> None:
+    """The tile sizes a GPU runs (BLOCK_T x BLOCK_D) give the token loop's h and gradients too."""
+    x, b, log_dt, reset, gh = _inputs(1, scan_triton.BLOCK_T + 5, 6, seed=2)
+    fused = _grads(scan_triton.fused_cfc_scan, x, b, log_dt, reset, gh)
+    ref = _grads(_reference, x, b, log_dt, reset, gh)
+    for f, r in zip(fused, ref, strict=True):
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-5)
+
+
+def test_reset_cuts_history_and_gradient(small_blocks: None) -> None:
+    """From a mid-chunk BOS on, h ignores earlier tokens, and a loss there sends them no gradient."""
+    x, b, log_dt, _, _ = _inputs(1, 20, 5, seed=3)
+    reset = torch.zeros(1, 20, dtype=torch.bool, device=DEVICE)
+    reset[0, 11] = True  # inside the second 8-token chunk
+    x2, b2 = x.clone(), b.clone()
+    x2[:, :11] += 3.0
+    b2[:, :11] -= 2.0
+    h1 = scan_triton.fused_cfc_scan(x, b, log_dt, reset)
+    h2 = scan_triton.fused_cfc_scan(x2, b2, log_dt, reset)
+    torch.testing.assert_close(h1[:, 11:], h2[:, 11:], rtol=0, atol=0)
+    xl, bl = x.clone().requires_grad_(), b.clone().requires_grad_()
+    scan_triton.fused_cfc_scan(xl, bl, log_dt, reset)[:, 11:].sum().backward()
+    assert xl.grad[:, :11].abs().max() == 0 and bl.grad[:, :11].abs().max() == 0
+    assert xl.grad[:, 11:].abs().max() > 0
+
+
+def test_bf16_inputs_keep_fp32_state(small_blocks: None) -> None:
+    """bf16 x, b (as under autocast): h is fp32 and equals the fp32 scan of the same bf16 values;
+    their gradients come back in bf16."""
+    x, b, log_dt, reset, gh = _inputs(2, 13, 9, seed=4)
+    xb, bb = x.bfloat16().requires_grad_(), b.bfloat16().requires_grad_()
+    h = scan_triton.fused_cfc_scan(xb, bb, log_dt, reset)
+    h.backward(gh)
+    assert h.dtype == torch.float32 and xb.grad.dtype == torch.bfloat16 and bb.grad.dtype == torch.bfloat16
+    ref = _grads(_reference, xb.detach().float(), bb.detach().float(), log_dt, reset, gh)
+    torch.testing.assert_close(h, ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(xb.grad.float(), ref[1], rtol=1e-2, atol=1e-2)  # bf16 rounding of ∂x
+
+
+def test_mixer_triton_scan_equals_torch_scan(small_blocks: None) -> None:
+    """CfCMixer with scan='triton' gives the chunked torch scan's output and weight gradients."""
+    torch.manual_seed(0)
+    ref = CfCMixer(12, chunk=4, scan="torch").to(DEVICE)
+    with torch.no_grad():
+        ref.w_out.weight.normal_(std=0.3)
+    fused = CfCMixer(12, chunk=4, scan="triton").to(DEVICE)
+    fused.load_state_dict(ref.state_dict())
+    x, _, _, reset, _ = _inputs(2, 10, 12, seed=5)
+    outs = []
+    for m in (ref, fused):
+        y = m(x, reset)
+        (y**2).sum().backward()
+        outs.append((y.detach(), m.w1.weight.grad, m.log_dt.grad))
+    for r, f in zip(*outs, strict=True):
+        torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_fullgraph_matches_eager(small_blocks: None) -> None:
+    """torch.compile(fullgraph=True) traces the fused mixer without a graph break, same output."""
+    torch.manual_seed(0)
+    mixer = CfCMixer(8, chunk=4, scan="triton").to(DEVICE)
+    with torch.no_grad():
+        mixer.w_out.weight.normal_(std=0.3)
+    x, _, _, reset, _ = _inputs(1, 12, 8, seed=6)
+    backend = "inductor" if DEVICE.type == "cuda" else "eager"  # the interpreter's kernels trace only eagerly
+    torch._dynamo.reset()
+    compiled = torch.compile(mixer, backend=backend, fullgraph=True)
+    torch.testing.assert_close(compiled(x, reset), mixer(x, reset), rtol=1e-5, atol=1e-6)
+
+
+def test_auto_picks_triton_on_cuda_only() -> None:
+    """'auto' resolves to the fused scan on CUDA and the torch scan on CPU; forced choices stay."""
+    assert resolve_scan("auto", torch.device("cuda")) == "triton"
+    assert resolve_scan("auto", torch.device("cpu")) == "torch"
+    assert resolve_scan("torch", torch.device("cuda")) == "torch"
+    assert resolve_scan("triton", torch.device("cpu")) == "triton"
+
+
+def test_scan_in_use_names_the_scan() -> None:
+    """scan_in_use reports the scan a model's CfC blocks run, and 'none' for a model without them."""
+    common = dict(vocab_size=64, d_model=32, depth=1, n_heads=4, n_kv_heads=2, mlp_mult=2.0, max_seq_len=16)
+    q2 = build_model(ModelConfig(arm="q2-geode", pattern="GC", **common))
+    forced = build_model(ModelConfig(arm="q2-geode", pattern="GC", cfc_scan="triton", **common))
+    gpt = build_model(ModelConfig(arm="gpt-int8", **common))
+    assert scan_in_use(q2, torch.device("cpu")) == "torch"
+    assert scan_in_use(q2, torch.device("cuda")) == "triton"
+    assert scan_in_use(forced, torch.device("cpu")) == "triton"
+    assert scan_in_use(gpt, torch.device("cuda")) == "none"
+
+
+def test_config_rejects_unknown_scan() -> None:
+    """ModelConfig.cfc_scan accepts auto/torch/triton only, and the error names the field."""
+    with pytest.raises(ValueError, match="cfc_scan"):
+        ModelConfig(arm="q2-geode", vocab_size=64, d_model=32, depth=1, n_heads=4, n_kv_heads=2, mlp_mult=2.0,
+                    cfc_scan="cuda")  # fmt: skip
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="CPU tensors only reach the guard off CUDA")
+def test_cpu_tensors_without_interpreter_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compiled (non-interpreted) kernels refuse CPU tensors with an error naming TRITON_INTERPRET."""
+    monkeypatch.setattr(scan_triton, "interpreted", lambda: False)
+    x, b, log_dt, reset, _ = _inputs(1, 4, 2)
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        scan_triton.fused_cfc_scan(x, b, log_dt, reset)
+
+
+def test_traffic_is_within_the_contract() -> None:
+    """At the h100x8 per-rank shape the fused scan moves ~5 fp32 passes (bf16 I/O) and ≤ 10 in fp32."""
+    bf16 = scan_triton.scan_traffic_bytes(64, 1024, 576, io_bytes=2)
+    fp32 = scan_triton.scan_traffic_bytes(64, 1024, 576, io_bytes=4)
+    n = 64 * 1024 * 576
+    assert bf16.forward_bytes >= (2 * 2 + 4) * n and bf16.backward_bytes >= (4 * 2 + 4) * n
+    assert 5.0 <= bf16.fp32_passes < 5.2 and 8.0 <= fp32.fp32_passes < 8.3
+
+
+def test_self_check_passes_at_toy_size(small_blocks: None) -> None:
+    """self_check (golf doctor gpu's entry) reports small errors and timings at a toy shape."""
+    report = self_check(1, 12, 4, device=DEVICE, repeats=1)
+    assert report["ok"] is True
+    assert report["max_abs_err_h"] < 1e-5 and report["max_abs_err_dlog_dt"] < 1e-4
+    assert report["fused_fwd_bwd_ms"] > 0 and report["shape"] == [1, 12, 4]
