@@ -112,3 +112,40 @@ def self_check(
     out["fused_fp32_passes"] = round(traffic.fp32_passes, 3)
     out["fused_fwd_bwd_GBps"] = traffic.total_bytes / (out["fused_fwd_bwd_ms"] * 1e-3) / 1e9
     return out
+
+
+def compile_for_gpu(arch: int = 90, io_dtype: str = "bf16") -> dict[str, Any]:
+    """Compile both kernels with Triton's own compiler for CUDA sm_<arch> (PTX + ptxas), no GPU needed.
+
+    The interpreter runs the kernels' Python, not Triton's compiler, so this is the CPU-side check
+    that the GPU build type-checks, lowers (the reverse associative_scan included) and assembles.
+    Needs compiled kernels: TRITON_INTERPRET unset when golfmodel was imported (run it in a fresh
+    process). Returns {kernel: {"num_warps", "shared_bytes"}} at the sizes `fused_cfc_scan` launches.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    from golfmodel.model import scan_kernels as k
+    from golfmodel.model.scan_triton import BLOCK_D, BWD_WARPS, FWD_WARPS
+
+    if interpreted():
+        raise RuntimeError(
+            "compile_for_gpu: the kernels were built by the interpreter (unset TRITON_INTERPRET)"
+        )
+    io, f32 = f"*{io_dtype}", "*fp32"
+    blocks = {"T": "i32", "D": "i32", "BLOCK_T": "constexpr", "BLOCK_D": "constexpr"}
+    kernels = {
+        "forward": (k.cfc_scan_fwd_kernel, FWD_WARPS, dict(
+            x_ptr=io, b_ptr=io, logdt_ptr=f32, reset_ptr="*u8", h_ptr=f32, ckpt_ptr=f32, **blocks)),
+        "backward": (k.cfc_scan_bwd_kernel, BWD_WARPS, dict(
+            x_ptr=io, b_ptr=io, logdt_ptr=f32, reset_ptr="*u8", ckpt_ptr=f32, gh_ptr=f32, dx_ptr=io,
+            db_ptr=io, dlogdt_ptr=f32, **blocks)),
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, (fn, warps, sig) in kernels.items():
+        src = ASTSource(fn=fn, signature=sig, constexprs={"BLOCK_T": BLOCK_T, "BLOCK_D": BLOCK_D})
+        binary = compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+        if not binary.asm.get("cubin"):
+            raise RuntimeError(f"compile_for_gpu: ptxas produced no cubin for the {name} kernel")
+        out[name] = {"num_warps": binary.metadata.num_warps, "shared_bytes": binary.metadata.shared}
+    return out

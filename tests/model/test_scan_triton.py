@@ -9,7 +9,11 @@ T and D then still cover several chunks, partial chunks and partial channel bloc
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -197,3 +201,16 @@ def test_self_check_passes_at_toy_size(small_blocks: None) -> None:
     assert report["ok"] is True
     assert report["max_abs_err_h"] < 1e-5 and report["max_abs_err_dlog_dt"] < 1e-4
     assert report["fused_fwd_bwd_ms"] > 0 and report["shape"] == [1, 12, 4]
+
+
+def test_kernels_compile_for_hopper() -> None:
+    """Triton's compiler (not the interpreter) builds both kernels for sm_90 through ptxas, no GPU needed.
+
+    A fresh process without TRITON_INTERPRET, so `triton.jit` makes compiled kernels."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = "import json; from golfmodel.model.scan_check import compile_for_gpu; print(json.dumps(compile_for_gpu(90)))"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["forward"]["num_warps"] == scan_triton.FWD_WARPS
+    assert report["backward"]["num_warps"] == scan_triton.BWD_WARPS
