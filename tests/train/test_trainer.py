@@ -35,6 +35,7 @@ def test_phases_and_qat_switches_follow_the_fractions(make_job: Callable[..., Tr
     assert [(e["depth_index"], e["step"]) for e in _events(out, "qat_on")] == [(1, 2), (0, 8)]
     assert [e["step"] for e in _events(out, "tau_refresh")] == [4, 8, 12, 16, 20]
     assert [e["step"] for e in _events(out, "averaging_start")] == [15]  # the first step run at p >= 0.7
+    assert _events(out, "start")[0]["cfc_scan"] == "torch"  # the run log names the CfC scan
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["phase"] for r in rows] == [1] * 2 + [2] * 12 + [3] * 6
     _, blob = load_final(out / "final.pt")
