@@ -23,7 +23,7 @@ pytest.importorskip("triton", reason="the fused CfC scan needs triton (installed
 
 from golfmodel.model import ModelConfig, build_model, scan_triton  # noqa: E402
 from golfmodel.model.cfc import CfCMixer, cfc_gates, cfc_scan_reference, resolve_scan, scan_in_use  # noqa: E402
-from golfmodel.model.scan_check import self_check  # noqa: E402
+from golfmodel.model.scan_check import main, self_check  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = [(1, 8, 8), (2, 21, 12), (3, 5, 3)]  # one exact tile; T and D not multiples of the block; T < block
@@ -214,3 +214,13 @@ def test_kernels_compile_for_hopper() -> None:
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["forward"]["num_warps"] == scan_triton.FWD_WARPS
     assert report["backward"]["num_warps"] == scan_triton.BWD_WARPS
+
+
+def test_check_cli_prints_a_table_and_writes_json(small_blocks: None, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`python -m golfmodel.model.scan_check` prints one table row per check, writes --json, exits 0."""
+    out = tmp_path / "scan.json"
+    rc = main(["--shape", "1", "9", "3", "--repeats", "1", "--device", str(DEVICE), "--json", str(out)])
+    assert rc == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 8 | 8 |")]
+    assert len(lines) == 1
+    assert json.loads(out.read_text())[0]["shape"] == [1, 9, 3]
