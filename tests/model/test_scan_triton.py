@@ -158,6 +158,30 @@ def test_auto_picks_triton_on_cuda_only() -> None:
     assert resolve_scan("triton", torch.device("cpu")) == "triton"
 
 
+def test_forced_triton_is_never_downgraded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a usable fused scan, 'auto' falls back to torch but a forced 'triton' raises at construction."""
+    monkeypatch.setattr(scan_triton, "available", lambda: False)
+    monkeypatch.setattr(scan_triton, "unavailable_reason", lambda: "triton is not importable (test)")
+    assert resolve_scan("auto", torch.device("cuda")) == "torch"
+    with pytest.raises(RuntimeError, match="triton is not importable"):
+        CfCMixer(8, scan="triton")
+
+
+def test_model_with_fused_scan_equals_torch_scan(small_blocks: None) -> None:
+    """A q2-geode model with cfc_scan='triton' gives the logits of cfc_scan='torch' (BOS resets from the tokens)."""
+    common = dict(vocab_size=64, d_model=16, depth=1, pattern="GC", n_heads=2, n_kv_heads=1, mlp_mult=2.0)
+    torch.manual_seed(0)
+    ref = build_model(ModelConfig(arm="q2-geode", cfc_scan="torch", **common)).to(DEVICE)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.Linear) and getattr(m, "_zero_init", False):
+            torch.nn.init.normal_(m.weight, std=0.2)  # let the blocks mix (zero init is the identity)
+    fused = build_model(ModelConfig(arm="q2-geode", cfc_scan="triton", **common)).to(DEVICE)
+    fused.load_state_dict(ref.state_dict())
+    idx = torch.randint(4, 64, (2, 19), generator=torch.Generator().manual_seed(0)).to(DEVICE)
+    idx[0, 0] = idx[1, 9] = 1  # BOS at the start and mid-chunk
+    torch.testing.assert_close(fused(idx), ref(idx), rtol=1e-5, atol=1e-5)
+
+
 def test_scan_in_use_names_the_scan() -> None:
     """scan_in_use reports the scan a model's CfC blocks run, and 'none' for a model without them."""
     common = dict(vocab_size=64, d_model=32, depth=1, n_heads=4, n_kv_heads=2, mlp_mult=2.0, max_seq_len=16)
