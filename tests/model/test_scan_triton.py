@@ -158,6 +158,21 @@ def test_auto_picks_triton_on_cuda_only() -> None:
     assert resolve_scan("triton", torch.device("cpu")) == "triton"
 
 
+def test_module_imports_without_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where triton cannot be imported, scan_triton still imports and says why the fused scan is off."""
+    import importlib.util
+
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    monkeypatch.delitem(sys.modules, "golfmodel.model.scan_kernels")
+    monkeypatch.delattr(sys.modules["golfmodel.model"], "scan_kernels")  # so the import runs again
+    spec = importlib.util.spec_from_file_location("scan_triton_without_triton", scan_triton.__file__)
+    probe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, probe)  # dataclasses look their module up there
+    spec.loader.exec_module(probe)
+    assert not probe.available() and "triton" in probe.unavailable_reason()
+    assert probe.scan_traffic_bytes(1, 64, 32).total_bytes > 0  # the cost model needs no triton
+
+
 def test_forced_triton_is_never_downgraded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a usable fused scan, 'auto' falls back to torch but a forced 'triton' raises at construction."""
     monkeypatch.setattr(scan_triton, "available", lambda: False)
