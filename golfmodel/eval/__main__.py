@@ -16,14 +16,15 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 
 def _stride(value: str) -> int | None:
     return None if value.lower() in ("none", "0") else int(value)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m golfmodel.eval", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The scoring arguments (shared by `golf eval`, which adds --nproc)."""
     p.add_argument("artifact", help="Q2BN file (model.q2bn) or the gpt-int8 arm's int8+zlib file")
     p.add_argument("--val", nargs="+", required=True, help="validation shard paths or globs, in order")
     tok = p.add_mutually_exclusive_group()
@@ -39,20 +40,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-audit", action="store_true", help="skip the decoded-text byte audit")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads per process (0 = torch's)")
     p.add_argument("--json", dest="json_out", help="write the score record here (rank 0, atomic)")
-    return p
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The `ArtifactEval` of parsed arguments; ValueError/FileNotFoundError name the bad field."""
+    from golfmodel.eval.run import ArtifactEval
+
+    if args.tokenizer is None and args.variant is None:
+        raise ValueError("give --tokenizer MODEL (sentencepiece shards) or --variant byte260")
+    return ArtifactEval(
+        artifact=args.artifact, val=tuple(args.val), tokenizer=args.tokenizer or "byte260",
+        seq_len=args.seq_len, stride=args.stride, rule=args.rule, batch_size=args.batch_size,
+        max_tokens=args.max_tokens, device=args.device, dtype=args.dtype, audit=not args.no_audit,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.tokenizer is None and args.variant is None:
-        print("error: give --tokenizer MODEL (sentencepiece shards) or --variant byte260", file=sys.stderr)
-        return 2
+    p = argparse.ArgumentParser(prog="python -m golfmodel.eval", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
     import torch
     import torch.distributed as dist
 
     from golfmodel.atomic import atomic_write_json
     from golfmodel.eval.bpb import AuditError
-    from golfmodel.eval.run import ArtifactEval, resolve_device, score_artifact
+    from golfmodel.eval.run import resolve_device, score_artifact
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -60,11 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        spec = ArtifactEval(
-            artifact=args.artifact, val=tuple(args.val), tokenizer=args.tokenizer or "byte260",
-            seq_len=args.seq_len, stride=args.stride, rule=args.rule, batch_size=args.batch_size,
-            max_tokens=args.max_tokens, device=args.device, dtype=args.dtype, audit=not args.no_audit,
-        )  # fmt: skip
+        spec = spec_from_args(args)
         if world > 1:
             device = resolve_device(spec.device, local_rank)
             if device.type == "cuda":

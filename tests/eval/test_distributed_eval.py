@@ -137,3 +137,20 @@ def test_missing_shard_is_a_clear_error(
         [str(artifacts["q2bn"]), "--val", str(missing), "--variant", "byte260", "--device", "cpu"]
     )
     assert code == 2 and str(missing) in capsys.readouterr().err
+
+
+def test_golf_eval_runs_the_engine(
+    artifacts: dict[str, Path], records: dict[int, dict], val_shard: Path, sp_model_path: Path, tmp_path: Path
+) -> None:
+    """`golf eval ... --json FILE` launches the engine and records the same score as the in-process call."""
+    from golf.flows.cli import main as golf_main
+
+    out = tmp_path / "val.json"
+    code = golf_main([
+        "eval", str(artifacts["q2bn"]), "--val", str(val_shard), "--tokenizer", str(sp_model_path),
+        "--seq-len", str(SEQ), "--stride", str(STRIDE), "--batch-size", str(BATCH), "--max-tokens", str(TOKENS),
+        "--device", "cpu", "--threads", "1", "--json", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    rec = json.loads(out.read_text())
+    assert rec["bpb"] == records[1]["bpb"] and rec["nproc"] == 1
