@@ -126,6 +126,21 @@ class Muon(torch.optim.Optimizer):
                     raise ValueError(
                         f"Muon takes 2-D matrices only, got a parameter of shape {tuple(p.shape)}"
                     )
+        self.warm_up()
+
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Compile the CUDA Newton–Schulz graph of every bucket shape now (the optimiser is built before
+        the training clock starts), on zeros; no state changes. A no-op on CPU (eager)."""
+        for group in self.param_groups:
+            for bucket in self.buckets(group):
+                p = bucket[0]
+                if p.device.type != "cuda":
+                    continue
+                k = len(bucket) if self.world_size == 1 else shard_bounds(len(bucket), 0, self.world_size)[2]
+                ns_function(p.device)(
+                    torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device), group["ns_steps"]
+                )
 
     def buckets(self, group: dict[str, Any]) -> list[list[nn.Parameter]]:
         """A group's matrices by (shape, dtype, device), in parameter order within each bucket."""
