@@ -138,9 +138,12 @@ def score_windows(
     sums = torch.zeros(n_b + 3 * W, dtype=torch.float64, device=device)
     fed_targets = fed_windows = 0  # counted from what the loop feeds the model, not from the plan
     if ks:
-        end = int((starts[win] + lengths[win]).max()) + 1  # last target + 1: all this rank reads
-        stream = torch.from_numpy(np.ascontiguousarray(toks[:end], dtype=np.int64)).to(device)  # (end,)
-        win_starts = torch.from_numpy(starts[win]).to(device)  # (w,) in batch order
+        base = int(starts[win].min())  # this rank reads tokens [base, end) only
+        end = int((starts[win] + lengths[win]).max()) + 1  # last target + 1
+        stream = torch.from_numpy(np.ascontiguousarray(toks[base:end], dtype=np.int64)).to(
+            device
+        )  # (end-base,)
+        win_starts = torch.from_numpy(starts[win] - base).to(device)  # (w,) in batch order, from base
         aranges: dict[int, torch.Tensor] = {}
         with torch.inference_mode():
             for k in _progress(ks, progress):

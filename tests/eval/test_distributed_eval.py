@@ -154,3 +154,13 @@ def test_golf_eval_runs_the_engine(
     assert code == 0
     rec = json.loads(out.read_text())
     assert rec["bpb"] == records[1]["bpb"] and rec["nproc"] == 1
+
+
+def test_eval_throughput_scores_every_target_of_the_slice() -> None:
+    """The GPU check's throughput entry runs on CPU too (fp32): all targets of the synthetic slice, a rate."""
+    from golfmodel.eval.run import eval_throughput
+
+    row = eval_throughput(
+        _tiny("q2-geode"), device="cpu", seq_len=SEQ, stride=STRIDE, batch_size=BATCH, n_tokens=512
+    )
+    assert row["targets"] == 512 and row["autocast"] == "fp32" and row["tokens_per_second"] > 0

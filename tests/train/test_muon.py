@@ -22,6 +22,7 @@ from golfmodel.train.muon import (
     shard_bounds,
     split_params,
 )
+from golfmodel.train.muon_timing import h100x8_shapes, time_muon_step
 
 WORKER = Path(__file__).with_name("muon_worker.py")
 STEPS = 3  # the worker's optimiser steps
@@ -126,3 +127,15 @@ def test_batched_newton_schulz_equals_one_matrix_at_a_time() -> None:
     for i in range(3):
         torch.testing.assert_close(batched[i], newton_schulz(g[i], 5), atol=1e-6, rtol=0)
     assert torch.count_nonzero(batched[2]) == 0
+
+
+def test_h100x8_shapes_are_four_buckets_of_100_matrices() -> None:
+    """The timing entry's h100x8-scale shapes: four equal-shape buckets, 100 Muon matrices in all."""
+    shapes = h100x8_shapes()
+    assert len(shapes) == 4 and sum(shapes.values()) == 100
+
+
+def test_time_muon_step_runs_one_step_on_given_shapes() -> None:
+    """time_muon_step builds the matrices it is given and reports a positive step time (CPU, eager)."""
+    row = time_muon_step({(24, 16): 3, (16, 40): 1}, device="cpu", steps=1, warmup=1)
+    assert row["matrices"] == 4 and row["params"] == 3 * 24 * 16 + 16 * 40 and row["step_ms"] > 0
