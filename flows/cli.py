@@ -299,7 +299,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHES = ("model", "pack", "tokenise", "minigolf")
+BENCHES = ("model", "pack", "tokenise", "minigolf", "dist")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ records/track_2_medium/2024-12-31_Target350M/train_gpt.py: parameters grouped by
 orthogonalises its share, `dist.all_gather` of the updates): matrices of equal shape form a
 bucket and are orthogonalised together as one batched matmul chain; with W ranks each rank takes
 a contiguous 1/W of every bucket (zero-padded to a multiple of W), and one
-`all_gather_into_tensor` per bucket, launched asynchronously so the next bucket's iteration
+all-gather per bucket, launched asynchronously so the next bucket's iteration
 overlaps it, hands every rank all updates. Under DDP the gradients are already averaged when
 `step()` runs, so every rank applies the same update; the momentum of every matrix is kept on
 every rank (cheap, elementwise) so a rank-0 checkpoint holds the whole optimiser state. No host
@@ -83,6 +83,13 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, *, eps: float = 1e-7) -> torc
     if g.ndim != 2:
         raise ValueError(f"newton_schulz expects a 2-D matrix, got shape {tuple(g.shape)}")
     return newton_schulz_batched(g[None], steps, eps)[0].to(g.dtype)
+
+
+def _all_gather(out: torch.Tensor, local: torch.Tensor, *, async_op: bool) -> dist.Work | None:
+    """Concatenate every rank's `local` into `out`: `all_gather_single` (torch >= 2.13, which deprecates the
+    old name) or `all_gather_into_tensor` (the GPU image's torch 2.11)."""
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    return gather(out, local, async_op=async_op)
 
 
 def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int, int]:
@@ -163,7 +170,7 @@ class Muon(torch.optim.Optimizer):
             mine[: hi - lo] = torch.stack(list(dirs[lo:hi]))
         local = ns(mine, steps).contiguous()  # (k, r, c)
         out = torch.empty((k * self.world_size, r, c), dtype=local.dtype, device=local.device)
-        work = dist.all_gather_into_tensor(out, local, async_op=True)
+        work = _all_gather(out, local, async_op=True)
         return out, work
 
     @torch.no_grad()
