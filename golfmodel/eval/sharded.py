@@ -140,9 +140,8 @@ def score_windows(
     if ks:
         base = int(starts[win].min())  # this rank reads tokens [base, end) only
         end = int((starts[win] + lengths[win]).max()) + 1  # last target + 1
-        stream = torch.from_numpy(np.ascontiguousarray(toks[base:end], dtype=np.int64)).to(
-            device
-        )  # (end-base,)
+        span = np.ascontiguousarray(toks[base:end], dtype=np.int64)  # (end-base,)
+        stream = torch.from_numpy(span).to(device)  # copied once
         win_starts = torch.from_numpy(starts[win] - base).to(device)  # (w,) in batch order, from base
         aranges: dict[int, torch.Tensor] = {}
         with torch.inference_mode():
