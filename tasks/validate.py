@@ -24,7 +24,7 @@ from golf.tasks.subproc import run_streaming
 
 def load_artifact(path: Path) -> Any:
     """The model stored in an artifact (Q2BN, or the gpt-int8 arm's int8 + zlib), in eval mode."""
-    from golfmodel.eval.run import load_artifact as load
+    from golfmodel.eval.loading import load_artifact as load
 
     return load(path)[0]
 

@@ -13,7 +13,6 @@ fp32. With several processes every rank scores its share of the windows (`golfmo
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import sys
@@ -29,10 +28,9 @@ from torch import nn
 
 from golfmodel.eval.bpb import RULES, BpbResult, check_audit, score
 from golfmodel.eval.bytes import ByteTable, make_audit
+from golfmodel.eval.loading import Dtype, load_artifact, model_fn_for
 
-ZLIB_FIRST_BYTE = b"\x78"  # int8 + zlib (the gpt-int8 arm); Q2BN files are zstd frames (0x28 b5 2f fd)
 Device = Literal["auto", "cpu", "cuda"]
-Dtype = Literal["auto", "bf16", "fp32"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,24 +83,6 @@ def expand_val(patterns: Sequence[str]) -> list[str]:
     return out
 
 
-def load_artifact(path: str | Path) -> tuple[nn.Module, str]:
-    """(model in eval mode, format "q2bn" | "int8_zlib") rebuilt from an artifact file alone."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such artifact")
-    with path.open("rb") as f:
-        head = f.read(1)
-    if head == ZLIB_FIRST_BYTE:
-        from golfmodel.q2bn.int8zlib import load_int8zlib
-
-        model, _ = load_int8zlib(path)
-        return model.eval(), "int8_zlib"
-    from golfmodel.q2bn.artifact import load_model
-
-    model, _ = load_model(path)
-    return model.eval(), "q2bn"
-
-
 def load_tokens(paths: Sequence[str], vocab_size: int, max_tokens: int | None) -> np.ndarray:
     """The concatenated shards (checked against the vocab), cut to `max_tokens`; uint16 or int64 (N,)."""
     from golfmodel.data.shards import read_shard
@@ -117,18 +97,6 @@ def load_tokens(paths: Sequence[str], vocab_size: int, max_tokens: int | None) -
         if max_tokens is not None and n >= max_tokens:
             break
     return np.concatenate(parts)
-
-
-def model_fn_for(model: nn.Module, device: torch.device, dtype: Dtype = "auto") -> Any:
-    """idx (B,T) -> logits (B,T,V): bf16 autocast on CUDA unless dtype=fp32; fp32 on CPU."""
-    bf16 = device.type == "cuda" and dtype != "fp32"
-
-    def fn(idx: torch.Tensor) -> torch.Tensor:
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-        with ctx:
-            return model(idx)
-
-    return fn
 
 
 def _sha256(path: str | Path) -> str:

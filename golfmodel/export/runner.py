@@ -265,7 +265,7 @@ def _score(config: dict[str, Any], job: Any, env: Any, log: _Log) -> Any:
     import torch
 
     from golfmodel.eval import ByteTable, score
-    from golfmodel.eval.run import load_artifact, model_fn_for
+    from golfmodel.eval.loading import load_artifact, model_fn_for
     from golfmodel.train.validation import load_val_tokens
 
     use_cuda = torch.cuda.is_available() and job.train.device != "cpu"
