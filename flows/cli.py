@@ -5,6 +5,7 @@
     golf settings show [--preset P] [--set k=v ...] [--json]
     golf ui | golf serve | golf report RUN | golf gc [--older-than DAYS]
     golf data ... | golf inspect FILE | golf model plan ... | golf train --dry-run | golf bench NAME
+    golf eval ARTIFACT --val GLOB [--tokenizer MODEL | --variant byte260] [--stride S] [--nproc N] [--json FILE]
 
 This is the entry point, so it is where the environment is read (`GOLF_*` through the settings
 loader, `PREFECT_*` by Prefect). Prefect is imported only by the commands that need it, so
@@ -298,7 +299,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHES = ("model", "pack", "tokenise", "minigolf")
+BENCHES = ("model", "pack", "tokenise", "minigolf", "dist")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -326,6 +327,7 @@ LIBRARY_COMMANDS = {
         "golfmodel.export.cli",
         "write a challenge records folder (submission.json, train_gpt.py, artifact)",
     ),
+    "eval": ("golfmodel.eval.cli", "score an artifact on validation shards (torchrun with --nproc)"),
 }
 
 

@@ -1,8 +1,14 @@
-"""The validate stage: reload the model from the packed artifact only, score the val shards (sliding window)."""
+"""The validate stage: reload the model from the packed artifact only, score the val shards (sliding window).
+
+The scoring runs as `python -m golfmodel.eval` (under `torchrun --standalone` when `train.nproc` > 1,
+the windows split across the ranks, bf16 on GPU), in its own process group like training.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,48 +16,44 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from golf.settings import Settings
-from golf.settings.convert import eval_kwargs
+from golf.settings.convert import threads_per_process
 from golf.tasks.cache import StageRecord, StageResult, write_json_atomic
-from golf.tasks.common import cached_stage
+from golf.tasks.common import cached_stage, logger
+from golf.tasks.subproc import run_streaming
 
 
 def load_artifact(path: Path) -> Any:
     """The model stored in an artifact (Q2BN, or the gpt-int8 arm's int8 + zlib), in eval mode."""
-    from golfmodel.q2bn.artifact import load_model
-    from golfmodel.q2bn.int8zlib import load_int8zlib
+    from golfmodel.eval.loading import load_artifact as load
 
-    with path.open("rb") as f:
-        head = f.read(4)
-    model, _ = (load_int8zlib if head[:1] == b"\x78" else load_model)(path)
-    return model
+    return load(path)[0]
 
 
 def score_artifact(settings: Settings, pack: StageRecord, tokenise: StageRecord, work: Path) -> StageResult:
-    """Score the artifact's model on the validation tokens; bpb, loss, tokens, bytes, byte audit, time."""
-    import numpy as np
-    import torch
+    """Score the artifact's model on the validation tokens with `train.nproc` ranks (`python -m golfmodel.eval`
+    under torchrun, killed with its group on timeout); bpb, loss, tokens, bytes, byte audit, time."""
+    from golfmodel.eval.run import ArtifactEval, eval_command
 
-    from golfmodel.data.shards import read_shard
-    from golfmodel.eval import ByteTable, check_audit, make_audit, score
-
-    model = load_artifact(pack.path(pack.values["artifact"]))
-    vocab = tokenise.values["vocab_size"]
-    tokens = np.concatenate(
-        [np.asarray(read_shard(p, vocab_size=vocab)) for p in tokenise.paths("val_shards")]
-    )
-    if settings.eval.max_tokens is not None:
-        tokens = tokens[: settings.eval.max_tokens]
     tok = tokenise.values.get("tokenizer")
-    table = ByteTable.from_sentencepiece(tokenise.path(tok)) if tok else ByteTable.byte260()
-    audit = make_audit(str(tokenise.path(tok)) if tok else "byte260")
-    device = "cuda" if settings.train.device != "cpu" and torch.cuda.is_available() else "cpu"
-    result = score(model.to(device), tokens, table, device=device, audit=audit, **eval_kwargs(settings))
-    check_audit(result)
-    out = {"final_bpb": result.bpb, "loss": result.nll_nats, "tokens": result.n_targets,
-           "bytes": result.n_bytes, "audit_bytes": result.audit_bytes, "seconds": result.seconds,
-           "mode": result.mode, "rule": result.rule, "seq_len": result.seq_len, "stride": result.stride}  # fmt: skip
+    e = settings.eval
+    spec = ArtifactEval(
+        artifact=str(pack.path(pack.values["artifact"])), val=tuple(str(p) for p in tokenise.paths("val_shards")),
+        tokenizer=str(tokenise.path(tok)) if tok else "byte260", seq_len=e.seq_len, stride=e.stride, rule=e.rule,
+        batch_size=e.batch_size, max_tokens=e.max_tokens, device="cpu" if settings.train.device == "cpu" else "auto",
+    )  # fmt: skip
+    cmd = eval_command(spec, nproc=settings.train.nproc, json_out=work / "eval.json", python=sys.executable)
+    log = logger()
+    log.info("validate: %s", " ".join(cmd))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads_per_process(settings))}
+    run_streaming(
+        cmd, on_line=lambda line: log.info("%s", line), timeout=settings.train.timeout_seconds, env=env
+    )
+    rec = json.loads((work / "eval.json").read_text())
+    out = {"final_bpb": rec["bpb"], "loss": rec["loss"], "tokens": rec["tokens"], "bytes": rec["bytes"],
+           "audit_bytes": rec["audit_bytes"], "seconds": rec["seconds"], "mode": rec["mode"], "rule": rec["rule"],
+           "seq_len": rec["seq_len"], "stride": rec["stride"], "nproc": rec["nproc"]}  # fmt: skip
     write_json_atomic(work / "validate.json", out)
-    return StageResult(values={k: v for k, v in out.items() if k != "seconds"}, metrics=result.to_dict())
+    return StageResult(values={k: v for k, v in out.items() if k != "seconds"}, metrics=rec)
 
 
 @task(name="validate", cache_policy=NO_CACHE, persist_result=False)

@@ -5,6 +5,7 @@
 `score(model_fn, tokens, table, seq_len=..., stride=..., rule=...)` cuts a token stream into windows,
 calls `model_fn(idx (B,T)) -> logits (B,T,V)` on batches of equal-length windows under inference mode, and
 scores every target exactly once; bytes come from `ByteTable.count(prev, target)` for the same pairs.
+`rank=, world_size=` split the windows across ranks (the loop and the all-reduce: `golfmodel.eval.sharded`).
 
 Which targets (`rule`), for a stream of N tokens (targets are positions 1..N-1):
 - "all": all N-1 targets.
@@ -26,15 +27,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from golfmodel.eval.bytes import ByteTable, SpanAudit
+from golfmodel.eval.sharded import score_windows
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]  # idx (B,T) int64 -> logits (B,T,V)
 Rule = Literal["all", "challenge"]
@@ -60,6 +61,9 @@ class BpbResult:
     seconds: float  # wall time of the scoring loop
     tokens_per_second: float  # scored targets per second
     audit_bytes: int | None = None  # decoded-text bytes of the scored span, when an audit ran
+    n_windows: int = 0  # windows scored (all ranks)
+    rank_windows: tuple[int, ...] = ()  # windows each rank scored
+    world_size: int = 1  # ranks the windows were split across
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,12 +121,17 @@ def score(
     device: str | torch.device = "cpu",
     progress: bool = False,
     audit: SpanAudit | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BpbResult:
     """Bits per byte of `model_fn` on a token stream (see the module docstring for modes and rules).
 
     `model_fn` is any callable `idx (B,T) int64 -> logits (B,T,V)` (an eval-mode model, a closure);
     logits may be bf16: log-softmax runs in fp32, sums in float64. `audit`, e.g. `make_audit(sp_model)`,
     gets (tokens, 1, M+1) and returns the decoded-text bytes of the scored span; `check_audit` compares.
+    With world_size > 1 (an initialised process group) every rank calls `score` with the same
+    arguments, scores its share of the windows, and gets the same result (`golfmodel.eval.sharded`):
+    identical, bit for bit in fp32, to the 1-process score. The audit runs on every rank that passes one.
     """
     toks = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
     if toks.ndim != 1:
@@ -141,65 +150,32 @@ def score(
         raise ValueError(f"token id {max_id} is outside the byte table's vocab of {table.vocab_size}")
 
     starts, lengths, lo = plan_windows(M, seq_len, stride)
-    batches = list(_batches(starts, lengths, lo, batch_size))
-    nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    n_targets = 0
-    n_bytes = 0
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for b_starts, T, j0 in _progress(batches, progress):
-            pos = b_starts[:, None] + np.arange(T)  # (B, T) input positions
-            x_np = toks[pos].astype(np.int64)  # (B, T)
-            y_np = toks[pos + 1].astype(np.int64)  # (B, T) targets
-            logits = model_fn(torch.from_numpy(x_np).to(device))  # (B, T, V)
-            if logits.ndim != 3 or tuple(logits.shape[:2]) != x_np.shape:
-                raise ValueError(f"model_fn returned shape {tuple(logits.shape)} for input {x_np.shape}")
-            if logits.shape[-1] <= max_id:
-                raise ValueError(f"model_fn returned {logits.shape[-1]} logits but token ids reach {max_id}")
-            V = logits.shape[-1]
-            scored = logits[:, j0:, :].reshape(-1, V).float()  # (B*(T-j0), V) fp32 log-softmax
-            target = torch.from_numpy(y_np[:, j0:].reshape(-1)).to(device)  # (B*(T-j0),)
-            nll_sum += F.cross_entropy(scored, target, reduction="none").double().sum()
-            n_targets += target.numel()
-            n_bytes += int(table.count(x_np[:, j0:], y_np[:, j0:]).sum())
-        nll_total = float(nll_sum.item())  # one device sync, at the end
+    sums = score_windows(
+        model_fn, toks, table, starts, lengths, lo, batch_size=batch_size, device=device,
+        rank=rank, world_size=world_size, max_id=max_id, progress=progress,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
-    if n_targets != M:  # the window plan covers each target once; this guards the invariant
-        raise RuntimeError(f"scored {n_targets} targets, expected {M}")
-    if n_bytes <= 0:
+    if sums.n_targets != M:  # the window plan covers each target once; this guards the invariant
+        raise RuntimeError(f"scored {sums.n_targets} targets, expected {M}")
+    if sums.n_windows != len(starts):
+        raise RuntimeError(f"scored {sums.n_windows} windows, the plan has {len(starts)}")
+    if sums.n_bytes <= 0:
         raise ValueError("the scored targets stand for 0 bytes; bits per byte is undefined")
     audit_bytes = None if audit is None else int(audit(toks, 1, M + 1))
     return BpbResult(
-        bpb=nll_total / math.log(2) / n_bytes,
-        nll_nats=nll_total / n_targets,
-        n_targets=n_targets,
-        n_bytes=n_bytes,
+        bpb=sums.nll / math.log(2) / sums.n_bytes,
+        nll_nats=sums.nll / sums.n_targets,
+        n_targets=sums.n_targets,
+        n_bytes=sums.n_bytes,
         mode="non-overlapping" if stride is None else "sliding",
         rule=rule,
         seq_len=seq_len,
         stride=stride,
         seconds=seconds,
-        tokens_per_second=n_targets / seconds if seconds > 0 else float("inf"),
+        tokens_per_second=sums.n_targets / seconds if seconds > 0 else float("inf"),
         audit_bytes=audit_bytes,
+        n_windows=sums.n_windows,
+        rank_windows=sums.rank_windows,
+        world_size=world_size,
     )
-
-
-def _batches(
-    starts: np.ndarray, lengths: np.ndarray, lo: np.ndarray, batch_size: int
-) -> Iterable[tuple[np.ndarray, int, int]]:
-    """Group windows with the same (length, first scored offset) into batches: (starts (B,), T, lo)."""
-    keys = np.stack([lengths, lo], axis=1)  # (W, 2)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for g, (T, j0) in enumerate(uniq):
-        group = starts[inverse == g]  # at most 3 groups: first window, full windows, clipped last window
-        for i in range(0, len(group), batch_size):
-            yield group[i : i + batch_size], int(T), int(j0)
-
-
-def _progress(batches: list[tuple[np.ndarray, int, int]], on: bool) -> Iterable[tuple[np.ndarray, int, int]]:
-    if not on:
-        return batches
-    from tqdm import tqdm  # optional dependency of the progress bar only
-
-    return tqdm(batches, desc="bpb", unit="batch")

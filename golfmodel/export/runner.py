@@ -10,8 +10,10 @@ SEED, VAL_LOSS_EVERY, OUT_DIR; RANK/WORLD_SIZE/LOCAL_RANK under torchrun. This m
 reads os.environ itself: the bootstrap passes it in.
 
 Rank 0 writes `<OUT_DIR>/<RUN_ID>/` (the trainer's files, `final_model.q2bn` or
-`final_model.int8.ptz`) and `<OUT_DIR>/logs/<RUN_ID>.txt`, and prints, like the baseline,
-`final_<format>_roundtrip val_loss:... val_bpb:...` from the model reloaded from the artifact.
+`final_model.int8.ptz`) and `<OUT_DIR>/logs/<RUN_ID>.txt`; then every rank reloads the model
+from the artifact and scores its share of the windows (bf16 autocast on GPU, the float64 sums
+all-reduced: `golfmodel.eval.sharded`), and rank 0 prints, like the baseline,
+`final_<format>_roundtrip val_loss:... val_bpb:...`.
 `--selftest` does all of it on a tiny model and synthetic byte260 shards in a temp folder.
 """
 
@@ -185,24 +187,29 @@ def run(
         log(
             f"training done in {time.perf_counter() - t0:.1f} s: {json.dumps(summary, sort_keys=True, default=str)}"
         )
-        if not env.is_main:
+        packed = _package(config, job, script_path, log) if env.is_main else None
+        _barrier()  # the artifact exists before any rank reloads it
+        result = _score(config, job, env, log)  # every rank scores its share of the windows
+        if not env.is_main or packed is None:
             return {}
-        return _finish(config, job, script_path, log)
+        summary = {**packed, "val_loss": result.nll_nats, "val_bpb": result.bpb, "eval": result.to_dict()}
+        from golfmodel.atomic import atomic_write_json
+
+        atomic_write_json(Path(job.out_dir) / "submission_result.json", summary)
+        return summary
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> dict[str, Any]:
-    """Rank 0: τ recalibration, the artifact, the size check, and the score of the reloaded model."""
-    import numpy as np
-    import torch
+def _artifact_path(job: Any) -> Path:
+    return Path(job.out_dir) / ARTIFACT_NAMES[job.model.arm]
 
-    from golfmodel.atomic import atomic_write_json
-    from golfmodel.eval import ByteTable, score
+
+def _package(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> dict[str, Any]:
+    """Rank 0: τ recalibration, the artifact and the size check; the summary's size fields."""
     from golfmodel.q2bn.size import size_check
     from golfmodel.train.checkpoint import load_final
-    from golfmodel.train.validation import load_val_tokens
 
     out = Path(job.out_dir)
     final = out / "final.pt"
@@ -223,58 +230,65 @@ def _finish(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> di
         )
         final = out / "recalibrated.pt"
     model, _ = load_final(final)
-    artifact = Path(out) / ARTIFACT_NAMES[arm]
+    artifact = _artifact_path(job)
     tok_id = "byte260" if job.tokenizer == "byte260" else Path(job.tokenizer).stem
     meta = {
         "tokenizer": {"id": tok_id, "vocab_size": job.model.vocab_size},
         "settings_hash": config.get("name") or "train_gpt.py",
     }
     if arm == "gpt-int8":
-        from golfmodel.q2bn.int8zlib import load_int8zlib, pack_int8zlib
+        from golfmodel.q2bn.int8zlib import pack_int8zlib
 
         pack_int8zlib(model, artifact, meta=meta)
-        loader, label = load_int8zlib, "int8_zlib"
+        label = "int8_zlib"
     else:
-        from golfmodel.q2bn.artifact import load_model, pack_model
+        from golfmodel.q2bn.artifact import pack_model
 
         pack_model(model, artifact, meta=meta, linear_kind=config.get("linear_kind", "q2"))
-        loader, label = load_model, "q2bn"
+        label = "q2bn"
     size = size_check(artifact, [script_path], int(config.get("budget_bytes", 16_000_000)))
     log(f"Serialized model {label}: {size.artifact_bytes} bytes")
     log(f"Code size: {size.code_bytes} bytes")
     log(
         f"Total submission size {label}: {size.total_bytes} bytes (budget {size.budget_bytes}, {'OK' if size.ok else 'OVER'})"
     )
+    return {
+        "bytes_total": size.total_bytes,
+        "bytes_code": size.code_bytes,
+        "bytes_artifact": size.artifact_bytes,
+        "artifact": str(artifact),
+    }
 
-    device = "cuda" if torch.cuda.is_available() and job.train.device != "cpu" else "cpu"
-    reloaded, _ = loader(artifact)
+
+def _score(config: dict[str, Any], job: Any, env: Any, log: _Log) -> Any:
+    """Every rank: reload the model from the artifact alone and score its share of the windows (bf16 on CUDA)."""
+    import torch
+
+    from golfmodel.eval import ByteTable, score
+    from golfmodel.eval.loading import load_artifact, model_fn_for
+    from golfmodel.train.validation import load_val_tokens
+
+    use_cuda = torch.cuda.is_available() and job.train.device != "cpu"
+    device = torch.device("cuda", env.local_rank) if use_cuda else torch.device("cpu")
+    reloaded, label = load_artifact(_artifact_path(job))
     reloaded = reloaded.to(device)
     ev = config["eval"]
     tokens = load_val_tokens(job.val_shards, ev.get("max_tokens") or 0, job.model.vocab_size)
     table = ByteTable.byte260() if job.tokenizer == "byte260" else ByteTable.from_sentencepiece(job.tokenizer)
     t0 = time.perf_counter()
     res = score(
-        reloaded, np.asarray(tokens), table, seq_len=ev["seq_len"], stride=ev.get("stride"), rule=ev.get("rule") or "all",
-        batch_size=ev.get("batch_size") or 16, device=device,
+        model_fn_for(reloaded, device), tokens, table, seq_len=ev["seq_len"], stride=ev.get("stride"),
+        rule=ev.get("rule") or "all", batch_size=ev.get("batch_size") or 16, device=device,
+        rank=env.rank, world_size=env.world_size,
     )  # fmt: skip
     mode = res.mode if res.stride is None else f"{res.mode} stride {res.stride}"
     log(
         f"final_{label}_roundtrip val_loss:{res.nll_nats:.4f} val_bpb:{res.bpb:.4f} eval_time:{(time.perf_counter() - t0) * 1000:.0f}ms"
     )
     log(
-        f"final_{label}_roundtrip_exact val_loss:{res.nll_nats:.8f} val_bpb:{res.bpb:.8f} ({mode}, rule {res.rule}, {res.n_targets} targets, {res.n_bytes} bytes)"
+        f"final_{label}_roundtrip_exact val_loss:{res.nll_nats:.8f} val_bpb:{res.bpb:.8f} ({mode}, rule {res.rule}, {res.n_targets} targets, {res.n_bytes} bytes, {env.world_size} rank(s), {'bf16' if use_cuda else 'fp32'})"
     )
-    summary = {
-        "val_loss": res.nll_nats,
-        "val_bpb": res.bpb,
-        "bytes_total": size.total_bytes,
-        "bytes_code": size.code_bytes,
-        "bytes_artifact": size.artifact_bytes,
-        "artifact": str(artifact),
-        "eval": res.to_dict(),
-    }
-    atomic_write_json(out / "submission_result.json", summary)
-    return summary
+    return res
 
 
 # --- self-test -------------------------------------------------------------------------------------

@@ -120,7 +120,9 @@ class Trainer:
             len(self.groups), f1=s.f1, f2=s.f2, progressive=job.qat.progressive, start_frac=job.qat.start_frac
         )
         self.group_on = [False] * len(self.groups)
-        self.optimizers = build_optimizers(self.model, job.optim)
+        self.optimizers = build_optimizers(
+            self.model, job.optim, rank=env.rank, world_size=env.world_size
+        )  # Muon splits Newton–Schulz across ranks
         self.averager = (
             WeightAverager(job.averaging.kind, ema_decay=job.averaging.ema_decay)
             if job.averaging.kind != "none"
