@@ -18,6 +18,9 @@ from .conftest import TINY_MODEL, TINY_TRAIN, run_train
 # all-reduce of two rank means vs one process accumulating two micro-batches), so weights agree
 # to float32 rounding (measured max |diff| ~5e-7 after 6 steps), well inside this tolerance.
 ATOL = 1e-5
+# τ is re-fitted exactly from those weights and rounded to fp16, so a 1e-6 weight difference can
+# land τ on the neighbouring fp16 value: τ agrees to one fp16 step (2^-10 relative), not to ATOL.
+TAU_RTOL = 2.0**-10
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,10 @@ def test_two_processes_match_one_process(runs: dict[int, Path]) -> None:
     b = torch.load(runs[2] / "final.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=ATOL, rtol=0, msg=k)
+        if k.endswith(".tau"):
+            torch.testing.assert_close(b[k], a[k], atol=0, rtol=TAU_RTOL, msg=k)
+        else:
+            torch.testing.assert_close(b[k], a[k], atol=ATOL, rtol=0, msg=k)
     la = [r["loss"] for r in read_jsonl(runs[1] / "metrics.jsonl")]
     lb = [r["loss"] for r in read_jsonl(runs[2] / "metrics.jsonl")]
     assert len(la) == 6 and lb == pytest.approx(la, abs=ATOL)
