@@ -36,18 +36,18 @@ from golfmodel.q2bn.format import (
     TensorRecord,
     decode_all,
     encode_alias,
-    encode_fp16,
-    encode_fp32,
-    encode_int8,
-    encode_q2,
     q2_tau,
     read_q2bn_contents,
     write_q2bn,
 )
-from golfmodel.quant.q2linear import Q2Linear, no_tau_init, q2_linears
+from golfmodel.quant.assign import FP32, is_scale_of_qlinear, owners, slot_for
+from golfmodel.quant.kinds import kind_for
+from golfmodel.quant.plan import QuantPlan, named_plan
+from golfmodel.quant.qlinear import QLinear, no_tau_init, qlinears
+from golfmodel.quant.spec import QuantSpec
 
 LINEAR_KINDS = ("q2", "fp32")
-INT8_BUFFERS = ("bigram_logprior",)  # 2-D buffers stored as int8 rows (SPEC §5: the log-prior counts)
+V1_KINDS = {("q2", 2, 0): Kind.Q2_ROWS, ("int", 8, 0): Kind.INT8_ROWS, ("fp16", 16, 0): Kind.FP16, ("fp32", 32, 0): Kind.FP32}
 KEEP_FP32: tuple[str, ...] = ()  # fp16 suffices for gains and log Δt; see docs/decisions/quant.md
 
 ModelBuilder = Callable[[dict[str, Any]], nn.Module]
@@ -100,41 +100,54 @@ def storage_key(t: Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], 
     )
 
 
+def storage_plan(model: nn.Module) -> QuantPlan:
+    """The plan whose rules store `model`: its config's plan, or plan "q2" for a model without one."""
+    config = getattr(model, "config", None)
+    plan = getattr(config, "quant_plan", None)
+    return plan if isinstance(plan, QuantPlan) else named_plan("q2")
+
+
+def _v1_kind(spec: QuantSpec, name: str) -> Kind:
+    """The Q2BN v1 kind of a spec (v1 has q2 per-row, int8 per-row, fp16, fp32)."""
+    kind = V1_KINDS.get((spec.kind, spec.bits, spec.group_size))
+    if kind is None:
+        raise ValueError(f"{name}: spec {spec.label} has no Q2BN version-1 record kind")
+    return kind
+
+
 def model_records(
     model: nn.Module, linear_kind: str = "q2", *, keep_fp32: Sequence[str] = KEEP_FP32
 ) -> list[TensorRecord]:
-    """The records of every persistent tensor of `model`, in state-dict order."""
+    """The records of every persistent tensor of `model`, in state-dict order (specs from `storage_plan`)."""
     if linear_kind not in LINEAR_KINDS:
         raise ValueError(f"linear_kind: must be one of {LINEAR_KINDS}, got {linear_kind!r}")
-    modules = dict(model.named_modules())
-    state = model.state_dict(keep_vars=True)
-    q2_taus = {f"{p}.tau" if p else "tau" for p, m in modules.items() if isinstance(m, Q2Linear)}
+    plan = storage_plan(model)
+    own = owners(model)
     records: list[TensorRecord] = []
     first: dict[tuple[Any, ...], int] = {}
-    for name, t in state.items():
-        if linear_kind == "q2" and name in q2_taus:
-            continue  # stored inside its weight's q2 record
+    for name, t in model.state_dict(keep_vars=True).items():
+        owner = own[name]
+        if is_scale_of_qlinear(name, owner) and linear_kind == "q2":
+            continue  # stored inside its weight's record (the fp32 twin keeps τ as a tensor of its own)
         key = storage_key(t) if t.numel() > 0 else None
         if key is not None and key in first:
             records.append(encode_alias(name, first[key], tuple(t.shape)))
             continue
-        prefix, _, leaf = name.rpartition(".")
-        owner = modules.get(prefix)
         if not t.is_floating_point():
             raise ValueError(f"{name}: {t.dtype} tensors have no Q2BN storage kind")
-        if isinstance(owner, Q2Linear) and leaf == "weight":
-            if linear_kind == "q2":
-                rec = encode_q2(name, *owner.quantized_state())
+        spec = slot_for(name, tuple(t.shape), owner, plan).spec
+        scale = None
+        if isinstance(owner, QLinear) and name.rpartition(".")[2] == "weight":
+            if linear_kind == "fp32":
+                spec = FP32  # the fp32 twin: shadow weights unrounded
             else:
-                rec = encode_fp32(name, t)
-        elif t.ndim == 2 and (
-            (isinstance(owner, nn.Embedding | nn.Linear) and leaf == "weight") or leaf in INT8_BUFFERS
-        ):
-            rec = encode_int8(name, t)
-        elif leaf in keep_fp32:
-            rec = encode_fp32(name, t)
-        else:
-            rec = encode_fp16(name, t)
+                scale = owner.stored_scale()
+        elif name.rpartition(".")[2] in keep_fp32:
+            spec = FP32
+        kind = kind_for(spec)
+        if scale is None and spec.has_scale:
+            scale = kind.fit_scale(t.detach().float())  # embeddings, bigram table: the rule's own scale
+        rec = TensorRecord(name, _v1_kind(spec, name), tuple(t.shape), kind.encode(t.detach().float(), scale, name))
         if key is not None:
             first[key] = len(records)
         records.append(rec)
@@ -210,7 +223,7 @@ def load_model(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise Q2BNError(f"{path}: stored tensors do not fit the model built from its header: {e}") from None
-    for layer in q2_linears(model):
+    for layer in qlinears(model):
         layer.set_qat(False)
     model.eval()
     return model, contents.header

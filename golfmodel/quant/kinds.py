@@ -1,0 +1,466 @@
+"""The storage kinds (SPEC §4 rev. 2): one class per kind, each the single home of its rules.
+
+    kind = kind_for(QuantSpec(kind="int", bits=4, group_size=64))
+    t  = kind.fit_scale(w)              # scale (out,) or (out, in/g), fp16-representable fp32
+    t  = kind.update_scale(w, t)        # cheap refresh: one Lloyd step (no sort, no host sync)
+    ŵ  = kind.fake_quant(w, t)          # QAT forward ŵ = levels·t; STE to w, LSQ gradient to t
+    b  = kind.encode(w, t)              # record payload: fp16 scales, then the packed codes
+    ŵ, t = kind.decode(b, (out, in))    # the same ŵ bit for bit
+    n  = kind.stored_bytes((out, in))   # == len(b): what every byte table counts
+
+Every scaled kind works on a (out, G, g) view of the weight (G = in/g groups of g inputs; per
+row: G = 1, g = in) with the scale as (out, G, 1), so per-row and per-group share one code path.
+Levels ℓ are exact small numbers (q2 ±½, ±3/2; ternary 0, ±1; int −qmax..qmax; fp8 e4m3
+values) and scales are fp16, so ŵ = ℓ·t is exact in fp32 and every path that dequantises gets
+the same bits. Lloyd step: with the levels fixed, the least-squares scale of a row/group is
+Σ w·ℓ / Σ ℓ² (two reductions); then the levels are reassigned by the next forward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from golfmodel.quant.bitpack import (
+    bits_row_bytes,
+    pack_bits,
+    pack_trits,
+    padding_bits_zero,
+    trits_row_bytes,
+    trits_valid,
+    unpack_bits,
+    unpack_trits,
+)
+from golfmodel.quant.q2 import fit_tau, pack_rows, packed_row_bytes, padding_is_zero, round_tau, unpack_rows
+from golfmodel.quant.spec import QuantSpec
+
+FIT_LLOYD_ITERS = 12  # Lloyd iterations of a "fit" scale for kinds without a closed-form solve
+SCALE_MIN, SCALE_MAX = 2.0**-24, 65504.0  # int / fp8 scales: positive fp16 incl. subnormals (as int8 rows)
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def _frombuf(buf: bytes, dtype: str, offset: int, count: int) -> Tensor:
+    arr = np.frombuffer(buf, dtype=np.dtype(dtype), count=count, offset=offset)
+    return torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
+
+
+def _le(t: Tensor, dtype: str) -> bytes:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.dtype(dtype)).tobytes()
+
+
+class QuantKind:
+    """Base interface of a storage kind; subclasses set the grid (`_levels3`) and the code packing."""
+
+    max_level = 1.0  # largest |level| (LSQ's Q_p)
+    sat = 1.0  # |w|/t beyond which the level saturates (LSQ: the scale gradient becomes ±max_level)
+    ste_clip = 2.0  # the weight STE passes where |w| <= ste_clip·t (2 × max_level; q2: SPEC's 3τ)
+
+    def __init__(self, spec: QuantSpec) -> None:
+        self.spec = spec
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.label}, scale={self.spec.scale})"
+
+    # --- shapes ---------------------------------------------------------------------------------
+
+    def groups(self, in_features: int) -> int:
+        """Scales per row; a group size must divide the row (ValueError naming both otherwise)."""
+        g = self.spec.group_size
+        if not g:
+            return 1
+        if in_features % g:
+            raise ValueError(f"group_size: {g} does not divide a row of {in_features} inputs")
+        return in_features // g
+
+    def scale_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """(out,) per row, (out, G) per group, () for unscaled kinds."""
+        if not self.spec.has_scale:
+            return ()
+        out, n = self._matrix(shape)
+        return (out,) if not self.spec.group_size else (out, self.groups(n))
+
+    def _matrix(self, shape: Sequence[int]) -> tuple[int, int]:
+        if len(shape) != 2:
+            raise ValueError(f"kind {self.spec.label}: scaled kinds store 2-D tensors, got shape {tuple(shape)}")
+        return int(shape[0]), int(shape[1])
+
+    def _view(self, w: Tensor) -> Tensor:
+        out, n = w.shape
+        G = self.groups(n)
+        return w.reshape(out, G, n // G)  # (out, G, g)
+
+    def _t3(self, t: Tensor, out: int) -> Tensor:
+        return t.reshape(out, -1, 1)  # (out, G, 1)
+
+    # --- grid -----------------------------------------------------------------------------------
+
+    def _levels3(self, w3: Tensor, t3: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def round_scale(self, t: Tensor) -> Tensor:
+        return t.float().clamp(SCALE_MIN, SCALE_MAX).half().float()
+
+    def levels(self, w: Tensor, t: Tensor) -> Tensor:
+        """Levels ℓ (out, in) fp32 with ŵ = ℓ·t."""
+        w3 = self._view(w.float())
+        return self._levels3(w3, self._t3(t.float(), w.shape[0])).reshape(w.shape)
+
+    def dequant(self, w: Tensor, t: Tensor) -> Tensor:
+        """ŵ = ℓ·t (out, in) fp32, exact; no gradient."""
+        w3 = self._view(w.detach().float())
+        t3 = self._t3(t.detach().float(), w.shape[0])
+        return (self._levels3(w3, t3) * t3).reshape(w.shape)
+
+    # --- scales ---------------------------------------------------------------------------------
+
+    def _stat(self, w3: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _weights3(self, w: Tensor, act_weight: Tensor | None) -> Tensor | None:
+        if act_weight is None:
+            return None
+        a = act_weight.to(device=w.device, dtype=torch.float64)
+        if a.shape not in ((w.shape[1],), tuple(w.shape)) or not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
+            raise ValueError(f"act_weight must be finite, non-negative, shape ({w.shape[1]},) or {tuple(w.shape)}")
+        return self._view(a.expand(w.shape))
+
+    def lloyd(self, w: Tensor, t: Tensor, act_weight: Tensor | None = None) -> Tensor:
+        """One Lloyd step: the levels of (w, t) kept, t ← Σ a·w·ℓ / Σ a·ℓ² per row/group, fp16-rounded."""
+        w3 = self._view(w.detach().float())
+        t3 = self._t3(t.detach().float(), w.shape[0])
+        lv = self._levels3(w3, t3)
+        a3 = self._weights3(w, act_weight)
+        wl, ll = w3 * lv, lv * lv
+        if a3 is not None:
+            wl, ll = (wl.double() * a3), (ll.double() * a3)
+        num, den = wl.sum(-1, keepdim=True), ll.sum(-1, keepdim=True)
+        new = torch.where(den > 0, num / den.clamp_min(1e-30), t3.to(num.dtype))  # all-zero levels keep t
+        return self.round_scale(new).reshape(t.shape)
+
+    def stat_scale(self, w: Tensor) -> Tensor:
+        """The kind's closed-form scale (absmax / absmean), fp16-rounded, shape `scale_shape`."""
+        w3 = self._view(w.detach().float())
+        return self.round_scale(self._stat(w3)).reshape(self.scale_shape(w.shape))
+
+    def fit_scale(self, w: Tensor, act_weight: Tensor | None = None) -> Tensor:
+        """The spec's exact refresh: "fit"/"learned" → squared-error fit; "absmax"/"absmean" → the statistic."""
+        if self.spec.scale in ("absmax", "absmean"):
+            return self.stat_scale(w)
+        t = self.stat_scale(w)
+        for _ in range(FIT_LLOYD_ITERS):
+            t = self.lloyd(w, t, act_weight)
+        return t
+
+    def update_scale(self, w: Tensor, t: Tensor) -> Tensor:
+        """The cheap per-step refresh: one Lloyd step ("fit"), the statistic, or t itself ("learned")."""
+        if self.spec.scale == "learned":
+            return t
+        if self.spec.scale in ("absmax", "absmean"):
+            return self.stat_scale(w)
+        return self.lloyd(w, t)
+
+    def lsq_grad_scale(self, in_features: int) -> float:
+        """LSQ's gradient scale 1/sqrt(n·Q_p) for a scale shared by n weights (Esser et al. 2020)."""
+        n = self.spec.group_size or in_features
+        return 1.0 / math.sqrt(max(n, 1) * self.max_level)
+
+    # --- autograd -------------------------------------------------------------------------------
+
+    def fake_quant(self, w: Tensor, t: Tensor, *, masked: bool = True) -> Tensor:
+        """ŵ = ℓ·t with the straight-through estimator to w and LSQ's gradient to t (if it needs one)."""
+        return _FakeQuantFn.apply(w, self._t3(t, w.shape[0]), self, masked, False)
+
+    def levels_ste(self, w: Tensor, t: Tensor, *, masked: bool = True) -> Tensor:
+        """ℓ with the STE (gradient ∂ℓ/∂w = 1/t): y = (x ℓᵀ)·t then uses exactly the stored t."""
+        return _FakeQuantFn.apply(w, self._t3(t, w.shape[0]), self, masked, True)
+
+    # --- storage --------------------------------------------------------------------------------
+
+    def _row_bytes(self, in_features: int) -> int:
+        raise NotImplementedError
+
+    def _codes(self, lv: Tensor) -> Tensor:
+        """Packed codes (out, row_bytes) uint8 of levels (out, in)."""
+        raise NotImplementedError
+
+    def _levels_from(self, packed: Tensor, in_features: int) -> Tensor:
+        raise NotImplementedError
+
+    def _codes_fault(self, packed: Tensor, in_features: int) -> str | None:
+        return None
+
+    def stored_bytes(self, shape: Sequence[int]) -> int:
+        """Exact payload bytes of a tensor of `shape`: fp16 scales + packed rows."""
+        out, n = self._matrix(shape)
+        return 2 * out * self.groups(n) + out * self._row_bytes(n)
+
+    def label(self, shape: Sequence[int]) -> str:
+        return self.spec.label
+
+    def _checked_scale(self, t: Tensor, shape: tuple[int, ...], name: str) -> Tensor:
+        t = t.detach().cpu().float()
+        if tuple(t.shape) != self.scale_shape(shape):
+            raise ValueError(f"{name}: scale has shape {tuple(t.shape)}, expected {self.scale_shape(shape)}")
+        if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
+            raise ValueError(f"{name}: scales must be positive and finite")
+        if not torch.equal(t.half().float(), t):
+            raise ValueError(f"{name}: scale is not fp16-representable (round it with round_scale)")
+        return t
+
+    def encode(self, w: Tensor, t: Tensor | None, name: str = "tensor") -> bytes:
+        """Payload of w stored with scale t: fp16 scales (row-major) then each row's packed codes."""
+        shape = tuple(w.shape)
+        t = self._checked_scale(t if t is not None else torch.empty(0), shape, name)
+        lv = self.levels(w.detach().cpu(), t)
+        return _le(t.half(), "<f2") + _le(self._codes(lv), "u1")
+
+    def _split(self, payload: bytes, shape: Sequence[int]) -> tuple[Tensor, Tensor]:
+        out, n = self._matrix(shape)
+        ns = out * self.groups(n)
+        t = _frombuf(payload, "<f2", 0, ns).float().reshape(self.scale_shape(shape))
+        packed = _frombuf(payload, "u1", 2 * ns, out * self._row_bytes(n)).view(out, self._row_bytes(n))
+        return t, packed
+
+    def decode(self, payload: bytes, shape: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+        """(ŵ fp32 of `shape`, scale fp32) from a payload of `stored_bytes(shape)` bytes."""
+        out, n = self._matrix(shape)
+        t, packed = self._split(payload, shape)
+        lv = self._levels_from(packed, n)
+        return (self._view(lv) * self._t3(t, out)).reshape(out, n), t
+
+    def payload_fault(self, payload: bytes, shape: Sequence[int]) -> str | None:
+        """What is wrong with a payload's values (scales, padding, code range), or None."""
+        out, n = self._matrix(shape)
+        t, packed = self._split(payload, shape)
+        if not (bool(torch.isfinite(t).all()) and bool((t > 0).all())):
+            return "a scale is not a positive finite fp16"
+        return self._codes_fault(packed, n)
+
+
+class _FakeQuantFn(torch.autograd.Function):
+    """Forward ℓ(w, t)·t (or ℓ alone); backward: masked STE to w, LSQ gradient to t."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, t3: Tensor, kind: QuantKind, masked: bool, levels_only: bool) -> Tensor:  # type: ignore[override]
+        w3 = kind._view(w)
+        tt = t3.to(w.dtype)
+        lv = kind._levels3(w3, tt)
+        ctx.save_for_backward(w, t3)
+        ctx.kind, ctx.masked, ctx.levels_only = kind, masked, levels_only
+        return (lv if levels_only else lv * tt).reshape(w.shape).to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:  # type: ignore[override]
+        w, t3 = ctx.saved_tensors
+        kind: QuantKind = ctx.kind
+        g3, w3, tt = kind._view(grad), kind._view(w), t3.to(w.dtype)
+        gw = gt = None
+        if ctx.needs_input_grad[0]:
+            gw3 = g3 * (w3.abs() <= kind.ste_clip * tt) if ctx.masked else g3
+            gw = (gw3 / tt if ctx.levels_only else gw3).reshape(w.shape)
+        if ctx.needs_input_grad[1]:
+            u = w3 / tt
+            inside = u.abs() <= kind.sat
+            if ctx.levels_only:  # ∂ℓ/∂t = -u/t inside the grid (ℓ ≈ u), 0 where ℓ saturates
+                d = torch.where(inside, -u / tt, torch.zeros_like(u))
+            else:  # LSQ: ∂ŵ/∂t = ℓ - u inside, ℓ (= ±Q_p) where it saturates
+                lv = kind._levels3(w3, tt)
+                d = torch.where(inside, lv - u, lv)
+            gt = (g3 * d).sum(-1, keepdim=True).to(t3.dtype)
+        return gw, gt, None, None, None
+
+
+class Q2Kind(QuantKind):
+    """Q² 2-bit grid: s = [w>-τ]+[w>0]+[w>τ], ℓ = s − 3/2; exact MSE fit; Gray packing 4 per byte."""
+
+    max_level, sat, ste_clip = 1.5, 2.0, 3.0  # SPEC §4: the STE mask is |w| <= 3τ
+
+    def _levels3(self, w3: Tensor, t3: Tensor) -> Tensor:
+        s = (w3 > -t3).to(w3.dtype) + (w3 > 0).to(w3.dtype) + (w3 > t3).to(w3.dtype)
+        return s - 1.5
+
+    def round_scale(self, t: Tensor) -> Tensor:
+        return round_tau(t)
+
+    def fit_scale(self, w: Tensor, act_weight: Tensor | None = None) -> Tensor:
+        """The exact per-row (or per-group, each group as a row) squared-error solve of `fit_tau`."""
+        if not self.spec.group_size:
+            return fit_tau(w.detach(), act_weight)
+        out, n = w.shape
+        G = self.groups(n)
+        a = None if act_weight is None else act_weight.to(w.device).expand(out, n).reshape(out * G, n // G)
+        return fit_tau(w.detach().reshape(out * G, n // G), a).reshape(out, G)
+
+    def _stat(self, w3: Tensor) -> Tensor:  # only as a Lloyd start; q2's fit is exact
+        return 0.996 * w3.pow(2).mean(-1).sqrt()
+
+    def _row_bytes(self, in_features: int) -> int:
+        return packed_row_bytes(in_features)
+
+    def _codes(self, lv: Tensor) -> Tensor:
+        return pack_rows((lv + 1.5).to(torch.uint8))
+
+    def _levels_from(self, packed: Tensor, in_features: int) -> Tensor:
+        return unpack_rows(packed, in_features).float() - 1.5
+
+    def _codes_fault(self, packed: Tensor, in_features: int) -> str | None:
+        return None if padding_is_zero(packed, in_features) else "padding symbols are not 0"
+
+
+class TernaryKind(QuantKind):
+    """{−1, 0, +1}·s (BitNet b1.58): ℓ = [w > s/2] − [w < −s/2]; absmean statistic; 5 trits per byte."""
+
+    max_level, sat, ste_clip = 1.0, 1.5, 2.0
+
+    def _levels3(self, w3: Tensor, t3: Tensor) -> Tensor:
+        h = 0.5 * t3
+        return (w3 > h).to(w3.dtype) - (w3 < -h).to(w3.dtype)
+
+    def round_scale(self, t: Tensor) -> Tensor:
+        return round_tau(t)
+
+    def _stat(self, w3: Tensor) -> Tensor:
+        return w3.abs().mean(-1)
+
+    def _row_bytes(self, in_features: int) -> int:
+        return trits_row_bytes(in_features)
+
+    def _codes(self, lv: Tensor) -> Tensor:
+        return pack_trits((lv + 1).to(torch.uint8))
+
+    def _levels_from(self, packed: Tensor, in_features: int) -> Tensor:
+        return unpack_trits(packed, in_features).float() - 1
+
+    def _codes_fault(self, packed: Tensor, in_features: int) -> str | None:
+        return None if trits_valid(packed, in_features) else "a byte above 242 or a non-zero padding trit"
+
+
+class IntKind(QuantKind):
+    """Symmetric b-bit integers: ℓ = clip(round(w/s), ±(2^(b−1)−1)); absmax statistic; b-bit two's complement."""
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__(spec)
+        self.qmax = float(2 ** (spec.bits - 1) - 1)
+        self.max_level, self.sat, self.ste_clip = self.qmax, self.qmax + 0.5, 2 * self.qmax
+
+    def _levels3(self, w3: Tensor, t3: Tensor) -> Tensor:
+        return torch.round(w3 / t3).clamp(-self.qmax, self.qmax)
+
+    def _stat(self, w3: Tensor) -> Tensor:
+        return w3.abs().amax(-1) / self.qmax if w3.shape[-1] else w3.new_zeros(w3.shape[:-1])
+
+    def stored_bytes(self, shape: Sequence[int]) -> int:
+        if len(shape) != 2:  # the baseline's int8 rule for non-matrices: one fp32 scale per tensor
+            return (math.prod(shape) * self.spec.bits + 7) // 8 + 4
+        return super().stored_bytes(shape)
+
+    def label(self, shape: Sequence[int]) -> str:
+        return self.spec.label if len(shape) == 2 else f"{self.spec.label}-tensor"
+
+    def _row_bytes(self, in_features: int) -> int:
+        return bits_row_bytes(in_features, self.spec.bits)
+
+    def _codes(self, lv: Tensor) -> Tensor:
+        mask = (1 << self.spec.bits) - 1
+        return pack_bits((lv.to(torch.int16) & mask).to(torch.uint8), self.spec.bits)
+
+    def _levels_from(self, packed: Tensor, in_features: int) -> Tensor:
+        b = self.spec.bits
+        c = unpack_bits(packed, in_features, b).to(torch.int16)
+        return torch.where(c >= (1 << (b - 1)), c - (1 << b), c).float()
+
+    def _codes_fault(self, packed: Tensor, in_features: int) -> str | None:
+        b = self.spec.bits
+        if not padding_bits_zero(packed, in_features, b):
+            return "padding bits are not 0"
+        if bool((unpack_bits(packed, in_features, b) == (1 << (b - 1))).any()):
+            return f"int{b} value {-(1 << (b - 1))} (outside the symmetric range)"
+        return None
+
+
+class FP8Kind(QuantKind):
+    """float8 e4m3 (fn) of w/s with an fp16 scale s = absmax/448 per row or group; one byte per weight."""
+
+    max_level, sat, ste_clip = FP8_MAX, FP8_MAX, 2 * FP8_MAX
+
+    def _levels3(self, w3: Tensor, t3: Tensor) -> Tensor:
+        return (w3 / t3).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).to(w3.dtype)
+
+    def _stat(self, w3: Tensor) -> Tensor:
+        return w3.abs().amax(-1) / FP8_MAX if w3.shape[-1] else w3.new_zeros(w3.shape[:-1])
+
+    def _row_bytes(self, in_features: int) -> int:
+        return in_features
+
+    def _codes(self, lv: Tensor) -> Tensor:
+        return lv.to(torch.float8_e4m3fn).view(torch.uint8)
+
+    def _levels_from(self, packed: Tensor, in_features: int) -> Tensor:
+        return packed.view(torch.float8_e4m3fn).float()
+
+    def _codes_fault(self, packed: Tensor, in_features: int) -> str | None:
+        return "a NaN fp8 code" if bool(((packed & 0x7F) == 0x7F).any()) else None
+
+
+class FloatKind(QuantKind):
+    """fp16 / fp32 without a scale: ŵ = w rounded to the format (plain STE), little-endian values."""
+
+    def __init__(self, spec: QuantSpec) -> None:
+        super().__init__(spec)
+        self.dtype = torch.float16 if spec.kind == "fp16" else torch.float32
+        self.np = "<f2" if spec.kind == "fp16" else "<f4"
+
+    def scale_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return ()
+
+    def levels(self, w: Tensor, t: Tensor | None = None) -> Tensor:
+        return w.detach().to(self.dtype).float()
+
+    def dequant(self, w: Tensor, t: Tensor | None = None) -> Tensor:
+        return self.levels(w)
+
+    def fit_scale(self, w: Tensor, act_weight: Tensor | None = None) -> Tensor:
+        return torch.empty(0, device=w.device)
+
+    def update_scale(self, w: Tensor, t: Tensor) -> Tensor:
+        return t
+
+    def fake_quant(self, w: Tensor, t: Tensor | None = None, *, masked: bool = True) -> Tensor:
+        if self.dtype == torch.float32:
+            return w
+        return w + (w.to(self.dtype).to(w.dtype) - w).detach()  # plain STE through the rounding
+
+    def stored_bytes(self, shape: Sequence[int]) -> int:
+        return math.prod(shape) * (2 if self.dtype == torch.float16 else 4)
+
+    def encode(self, w: Tensor, t: Tensor | None = None, name: str = "tensor") -> bytes:
+        x = w.detach().cpu()
+        h = x.to(self.dtype)
+        if bool((torch.isfinite(x) & ~torch.isfinite(h)).any()):
+            raise ValueError(f"{name}: values overflow {self.spec.kind}; store it as fp32")
+        return _le(h, self.np)
+
+    def decode(self, payload: bytes, shape: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+        return _frombuf(payload, self.np, 0, math.prod(shape)).float().reshape(tuple(shape)), None
+
+    def payload_fault(self, payload: bytes, shape: Sequence[int]) -> str | None:
+        return None
+
+
+_CLASSES: dict[str, type[QuantKind]] = {
+    "q2": Q2Kind,
+    "ternary": TernaryKind,
+    "int": IntKind,
+    "fp8": FP8Kind,
+    "fp16": FloatKind,
+    "fp32": FloatKind,
+}
+
+
+def kind_for(spec: QuantSpec) -> QuantKind:
+    """The kind object of a spec (cheap; kinds hold no tensors)."""
+    return _CLASSES[spec.kind](spec)
