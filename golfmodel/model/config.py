@@ -48,7 +48,9 @@ class ModelConfig:
     # q2-geode: RMSNorm (with gain) on the input of each output projection (attention o, CfC W_out,
     # MLP down), BitNet's "SubLN": those projections carry most of the 2-bit error (docs/minigolf.md).
     sub_norm: bool = False
-    plan: str | QuantPlan | None = None  # a plan name, a QuantPlan (a dict is converted), or the arm's default
+    plan: str | QuantPlan | None = (
+        None  # a plan name, a QuantPlan (a dict is converted), or the arm's default
+    )
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
@@ -56,7 +58,9 @@ class ModelConfig:
         if isinstance(self.plan, dict):
             object.__setattr__(self, "plan", QuantPlan.from_dict(self.plan, where="plan"))
         if self.plan is not None and not isinstance(self.plan, str | QuantPlan):
-            raise ValueError(f"plan: must be a plan name, a plan table or None, got {type(self.plan).__name__}")
+            raise ValueError(
+                f"plan: must be a plan name, a plan table or None, got {type(self.plan).__name__}"
+            )
         parse_arm(self.arm, self.plan)  # raises "plan: ..." for an unknown name or an alias clash
         for name in ("vocab_size", "d_model", "depth", "n_heads", "n_kv_heads", "cfc_chunk", "max_seq_len"):
             value = getattr(self, name)

@@ -47,7 +47,12 @@ from golfmodel.quant.qlinear import QLinear, no_tau_init, qlinears
 from golfmodel.quant.spec import QuantSpec
 
 LINEAR_KINDS = ("q2", "fp32")
-V1_KINDS = {("q2", 2, 0): Kind.Q2_ROWS, ("int", 8, 0): Kind.INT8_ROWS, ("fp16", 16, 0): Kind.FP16, ("fp32", 32, 0): Kind.FP32}
+V1_KINDS = {
+    ("q2", 2, 0): Kind.Q2_ROWS,
+    ("int", 8, 0): Kind.INT8_ROWS,
+    ("fp16", 16, 0): Kind.FP16,
+    ("fp32", 32, 0): Kind.FP32,
+}
 KEEP_FP32: tuple[str, ...] = ()  # fp16 suffices for gains and log Δt; see docs/decisions/quant.md
 
 ModelBuilder = Callable[[dict[str, Any]], nn.Module]
@@ -147,7 +152,9 @@ def model_records(
         kind = kind_for(spec)
         if scale is None and spec.has_scale:
             scale = kind.fit_scale(t.detach().float())  # embeddings, bigram table: the rule's own scale
-        rec = TensorRecord(name, _v1_kind(spec, name), tuple(t.shape), kind.encode(t.detach().float(), scale, name))
+        rec = TensorRecord(
+            name, _v1_kind(spec, name), tuple(t.shape), kind.encode(t.detach().float(), scale, name)
+        )
         if key is not None:
             first[key] = len(records)
         records.append(rec)

@@ -85,7 +85,9 @@ def owners(model: nn.Module) -> dict[str, nn.Module]:
     """State-dict name → the module that registers it."""
     out: dict[str, nn.Module] = {}
     for mod_name, module in model.named_modules():
-        for local, _ in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        for local, _ in list(module.named_parameters(recurse=False)) + list(
+            module.named_buffers(recurse=False)
+        ):
             out[f"{mod_name}.{local}" if mod_name else local] = module
     return out
 

@@ -85,7 +85,9 @@ class QuantKind:
 
     def _matrix(self, shape: Sequence[int]) -> tuple[int, int]:
         if len(shape) != 2:
-            raise ValueError(f"kind {self.spec.label}: scaled kinds store 2-D tensors, got shape {tuple(shape)}")
+            raise ValueError(
+                f"kind {self.spec.label}: scaled kinds store 2-D tensors, got shape {tuple(shape)}"
+            )
         return int(shape[0]), int(shape[1])
 
     def _view(self, w: Tensor) -> Tensor:
@@ -124,8 +126,14 @@ class QuantKind:
         if act_weight is None:
             return None
         a = act_weight.to(device=w.device, dtype=torch.float64)
-        if a.shape not in ((w.shape[1],), tuple(w.shape)) or not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
-            raise ValueError(f"act_weight must be finite, non-negative, shape ({w.shape[1]},) or {tuple(w.shape)}")
+        if (
+            a.shape not in ((w.shape[1],), tuple(w.shape))
+            or not bool(torch.isfinite(a).all())
+            or bool((a < 0).any())
+        ):
+            raise ValueError(
+                f"act_weight must be finite, non-negative, shape ({w.shape[1]},) or {tuple(w.shape)}"
+            )
         return self._view(a.expand(w.shape))
 
     def lloyd(self, w: Tensor, t: Tensor, act_weight: Tensor | None = None) -> Tensor:

@@ -54,7 +54,9 @@ class QuantRule:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family: must be one of {FAMILIES}, got {self.family!r}")
-        if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 0):
+        if self.depth is not None and (
+            isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 0
+        ):
             raise ValueError(f"depth: must be None (all) or a non-negative int, got {self.depth!r}")
         if not isinstance(self.spec, QuantSpec):
             raise ValueError(f"spec: must be a QuantSpec, got {self.spec!r}")
@@ -72,7 +74,9 @@ class QuantPlan:
     qat: bool = True
     export: str = "q2bn"
     keep_float_max_numel: int = 0  # > 0: tensors of at most this many elements use the "scalars" spec
-    fp32_patterns: tuple[str, ...] = field(default=())  # names containing one of these: fp32 (when kept float)
+    fp32_patterns: tuple[str, ...] = field(
+        default=()
+    )  # names containing one of these: fp32 (when kept float)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -81,7 +85,11 @@ class QuantPlan:
         object.__setattr__(self, "fp32_patterns", tuple(self.fp32_patterns))
         if self.export not in EXPORTS:
             raise ValueError(f"export: must be one of {EXPORTS}, got {self.export!r}")
-        if isinstance(self.keep_float_max_numel, bool) or not isinstance(self.keep_float_max_numel, int) or self.keep_float_max_numel < 0:
+        if (
+            isinstance(self.keep_float_max_numel, bool)
+            or not isinstance(self.keep_float_max_numel, int)
+            or self.keep_float_max_numel < 0
+        ):
             raise ValueError(f"keep_float_max_numel: must be an int >= 0, got {self.keep_float_max_numel!r}")
         if not isinstance(self.qat, bool):
             raise ValueError(f"qat: must be a bool, got {self.qat!r}")
@@ -128,7 +136,9 @@ class QuantPlan:
         """From `to_dict()` output; a rule's spec may be a label ("int4g64"). Errors name the rule."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: a plan must be an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {"name", "rules", "qat", "export", "keep_float_max_numel", "fp32_patterns"})
+        unknown = sorted(
+            set(data) - {"name", "rules", "qat", "export", "keep_float_max_numel", "fp32_patterns"}
+        )
         if unknown:
             raise ValueError(f"{where}: unknown plan keys {unknown}")
         if not isinstance(data.get("rules"), list):
@@ -139,7 +149,13 @@ class QuantPlan:
             if not isinstance(r, dict) or set(r) - {"family", "depth", "spec"} or "spec" not in r:
                 raise ValueError(f"{at}: a rule is an object with 'family', optional 'depth' and 'spec'")
             try:
-                rules.append(QuantRule(family=r.get("family"), depth=r.get("depth"), spec=QuantSpec.from_dict(r["spec"], f"{at}.spec")))
+                rules.append(
+                    QuantRule(
+                        family=r.get("family"),
+                        depth=r.get("depth"),
+                        spec=QuantSpec.from_dict(r["spec"], f"{at}.spec"),
+                    )
+                )
             except ValueError as e:
                 raise ValueError(f"{at}: {e}") from None
         kw = {k: data[k] for k in ("qat", "export", "keep_float_max_numel", "fp32_patterns") if k in data}

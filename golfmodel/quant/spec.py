@@ -103,7 +103,9 @@ class QuantSpec:
         """A label with an optional scale suffix: "int4g64", "q2:learned", "int8:absmax", "fp16"."""
         m = _LABEL.fullmatch(text.strip()) if isinstance(text, str) else None
         if m is None:
-            raise ValueError(f"{where}: cannot read spec {text!r} (expected e.g. q2, int4g64, ternary:learned)")
+            raise ValueError(
+                f"{where}: cannot read spec {text!r} (expected e.g. q2, int4g64, ternary:learned)"
+            )
         base, group, scale = m.group(1), m.group(2), m.group(3)
         kw: dict[str, Any] = {"scale": scale or "fit", "group_size": int(group or 0)}
         if base.startswith("int"):
