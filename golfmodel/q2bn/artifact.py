@@ -1,28 +1,27 @@
 """Pack a model into a Q2BN artifact, load it back, and the export view both must agree with.
 
-Storage kind of each state-dict tensor (first name of a storage wins; later names → alias):
-
-    Q2Linear.weight                         kind 0 q2-rows (its τ buffer lives in the record)
-                                            or kind 2 fp32 with linear_kind="fp32" (fp32 twin)
-    nn.Embedding / other nn.Linear weights  kind 3 int8-rows (embedding, untied head, gpt-int8 matrices)
-    buffers named in INT8_BUFFERS           kind 3 int8-rows (the bigram log-prior)
-    names (last component) in keep_fp32     kind 2 fp32
-    every other float tensor                kind 1 fp16 (norm gains, log_dt, query gains, biases)
-    tied tensors (same storage)             kind 4 alias of the first record
-    non-persistent buffers (RoPE tables)    not stored (absent from the state dict)
+Which spec each state-dict tensor is stored as is the plan's (`golfmodel/quant/assign.py`,
+the same rule `golfmodel.model.param_report` counts with): a QLinear weight as its own spec
+(its τ lives in the record), the embedding / untied head / bigram table as the plan's embed /
+bigram spec (int8 rows in every named plan), everything else as its scalars spec (fp16).
+Models without a `config.quant_plan` (test stand-ins) use plan "q2". Overrides:
+`linear_kind="fp32"` stores QLinear weights unrounded (the fp32 twin; τ then is an fp16 tensor
+of its own), `keep_fp32` names (last component) are fp32. Tied tensors (same storage) are an
+alias of the first record; non-persistent buffers (RoPE tables) are not stored.
 
 Tensors go in state-dict order, i.e. the model's registration order (embedding, blocks in
-depth order, head). `export_view` decodes exactly the records `pack_model` writes, so the loaded
-weights equal it bit for bit. `load_model` copies the stored weights into a freshly built model
-and switches QAT off: a Q2Linear then runs a plain linear on its weight, which *is* the
-dequantised weight (and switching QAT back on reproduces it, since quantising a dequantised
-weight with the same τ is the identity).
+depth order, head). Payloads are the kinds' `encode`; `export_view` decodes exactly the records
+`pack_model` writes, so the loaded weights equal it bit for bit. `load_model` reads version 1
+and 2 files, copies the stored weights (and each QLinear's τ from its weight record) into a
+freshly built model and switches QAT off: a QLinear then runs a plain linear on its weight,
+which *is* the dequantised weight (switching QAT back on reproduces it, since quantising a
+dequantised weight with the same τ is the identity).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,23 +35,16 @@ from golfmodel.q2bn.format import (
     TensorRecord,
     decode_all,
     encode_alias,
-    q2_tau,
+    encode_spec,
     read_q2bn_contents,
+    record_scale,
     write_q2bn,
 )
 from golfmodel.quant.assign import FP32, is_scale_of_qlinear, owners, slot_for
-from golfmodel.quant.kinds import kind_for
 from golfmodel.quant.plan import QuantPlan, named_plan
 from golfmodel.quant.qlinear import QLinear, no_tau_init, qlinears
-from golfmodel.quant.spec import QuantSpec
 
 LINEAR_KINDS = ("q2", "fp32")
-V1_KINDS = {
-    ("q2", 2, 0): Kind.Q2_ROWS,
-    ("int", 8, 0): Kind.INT8_ROWS,
-    ("fp16", 16, 0): Kind.FP16,
-    ("fp32", 32, 0): Kind.FP32,
-}
 KEEP_FP32: tuple[str, ...] = ()  # fp16 suffices for gains and log Δt; see docs/decisions/quant.md
 
 ModelBuilder = Callable[[dict[str, Any]], nn.Module]
@@ -60,7 +52,7 @@ ModelBuilder = Callable[[dict[str, Any]], nn.Module]
 
 @dataclass(frozen=True, slots=True)
 class TensorInfo:
-    """One record of an artifact: name, kind, shape and payload bytes (before compression)."""
+    """One record of an artifact: name, storage label ("q2", "int8", "int4g64", "fp16", "alias"), shape, payload bytes."""
 
     name: str
     kind: str
@@ -84,7 +76,7 @@ class PackResult:
 
 
 def tensor_infos(records: Sequence[TensorRecord]) -> tuple[TensorInfo, ...]:
-    return tuple(TensorInfo(r.name, r.kind.name.lower(), r.shape, len(r.payload)) for r in records)
+    return tuple(TensorInfo(r.name, r.label, r.shape, len(r.payload)) for r in records)
 
 
 def kind_totals(infos: Sequence[TensorInfo]) -> dict[str, int]:
@@ -110,14 +102,6 @@ def storage_plan(model: nn.Module) -> QuantPlan:
     config = getattr(model, "config", None)
     plan = getattr(config, "quant_plan", None)
     return plan if isinstance(plan, QuantPlan) else named_plan("q2")
-
-
-def _v1_kind(spec: QuantSpec, name: str) -> Kind:
-    """The Q2BN v1 kind of a spec (v1 has q2 per-row, int8 per-row, fp16, fp32)."""
-    kind = V1_KINDS.get((spec.kind, spec.bits, spec.group_size))
-    if kind is None:
-        raise ValueError(f"{name}: spec {spec.label} has no Q2BN version-1 record kind")
-    return kind
 
 
 def model_records(
@@ -149,36 +133,54 @@ def model_records(
                 scale = owner.stored_scale()
         elif name.rpartition(".")[2] in keep_fp32:
             spec = FP32
-        kind = kind_for(spec)
-        if scale is None and spec.has_scale:
-            scale = kind.fit_scale(t.detach().float())  # embeddings, bigram table: the rule's own scale
-        rec = TensorRecord(
-            name, _v1_kind(spec, name), tuple(t.shape), kind.encode(t.detach().float(), scale, name)
-        )
+        rec = encode_spec(name, t, spec, scale)  # scale None: the rule's own fit (embedding, bigram table)
         if key is not None:
             first[key] = len(records)
         records.append(rec)
     return records
 
 
-def state_from_records(records: Sequence[TensorRecord], source: str = "<records>") -> dict[str, Tensor]:
-    """A state dict (fp32) from records; a q2 record `X.weight` also yields its τ as `X.tau`."""
+def state_from_records(
+    records: Sequence[TensorRecord], source: str = "<records>", *, scaled: Collection[str] | None = None
+) -> dict[str, Tensor]:
+    """A state dict (fp32) from records; a scaled record `X.weight` named in `scaled` also yields `X.tau`.
+
+    scaled: the weights whose module keeps its scale as `tau` (a model's QLinear weights, see
+    `scaled_weights`); None = every per-row q2 record (version 1's rule, for model-free callers).
+    """
     state = decode_all(records)
     out: dict[str, Tensor] = {}
     for rec in records:
         out[rec.name] = state[rec.name]
-        if rec.kind == Kind.Q2_ROWS:
-            if not rec.name.endswith(".weight") and rec.name != "weight":
-                raise Q2BNError(f"{source}: q2 record {rec.name!r} is not a '.weight'")
-            out[rec.name[: -len("weight")] + "tau"] = q2_tau(rec).float()
+        wants = rec.kind == Kind.Q2_ROWS and rec.group_size == 0 if scaled is None else rec.name in scaled
+        if not wants:
+            continue
+        if not (rec.name.endswith(".weight") or rec.name == "weight"):
+            raise Q2BNError(f"{source}: scaled record {rec.name!r} is not a '.weight'")
+        scale = record_scale(rec)
+        if scale is None:
+            raise Q2BNError(f"{source}: record {rec.name!r} ({rec.label}) carries no scale for its layer's τ")
+        out[rec.name[: -len("weight")] + "tau"] = scale
     return out
+
+
+def scaled_weights(model: nn.Module, linear_kind: str = "q2") -> set[str]:
+    """State-dict names of the weights whose QLinear keeps a τ (restored from the weight's record)."""
+    if linear_kind == "fp32":
+        return set()  # the fp32 twin stores τ as a tensor of its own
+    return {
+        f"{n}.weight" if n else "weight"
+        for n, m in model.named_modules()
+        if isinstance(m, QLinear) and m.tau is not None
+    }
 
 
 def export_view(
     model: nn.Module, linear_kind: str = "q2", *, keep_fp32: Sequence[str] = KEEP_FP32
 ) -> dict[str, Tensor]:
     """Every persistent tensor of `model` rounded to its storage kind (fp32), as a loadable state dict."""
-    return state_from_records(model_records(model, linear_kind, keep_fp32=keep_fp32))
+    records = model_records(model, linear_kind, keep_fp32=keep_fp32)
+    return state_from_records(records, scaled=scaled_weights(model, linear_kind))
 
 
 def pack_model(
@@ -193,7 +195,8 @@ def pack_model(
 ) -> PackResult:
     """Write `model` as a Q2BN artifact (atomic). meta must hold `tokenizer` and `settings_hash`;
     `model` (the config dict) defaults to `model.config.to_dict()`."""
-    header: dict[str, Any] = {"format": "q2bn", "linear_kind": linear_kind, **meta}
+    plan = storage_plan(model)
+    header: dict[str, Any] = {"format": "q2bn", "linear_kind": linear_kind, "plan": plan.to_dict(), **meta}
     if "model" not in header:
         config = getattr(model, "config", None)
         if config is None or not hasattr(config, "to_dict"):
@@ -215,17 +218,18 @@ def build_from_config(config: dict[str, Any]) -> nn.Module:
 def load_model(
     path: str | os.PathLike[str], *, builder: ModelBuilder | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model from the artifact's header and load the stored weights; QAT off, eval mode.
+    """Rebuild the model from a version 1 or 2 artifact's header and load the stored weights; QAT off, eval mode.
 
     builder: config dict → model (default: golfmodel.model.build_model(ModelConfig.from_dict(...))).
     """
     contents = read_q2bn_contents(path)
-    state = state_from_records(contents.records, str(path))
     try:
         with no_tau_init():  # τ comes from the artifact
             model = (builder or build_from_config)(contents.header["model"])
     except (TypeError, ValueError) as e:
         raise Q2BNError(f"{path}: cannot build the model its header describes: {e}") from None
+    linear_kind = contents.header.get("linear_kind", "q2")
+    state = state_from_records(contents.records, str(path), scaled=scaled_weights(model, linear_kind))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:

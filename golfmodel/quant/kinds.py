@@ -85,9 +85,7 @@ class QuantKind:
 
     def _matrix(self, shape: Sequence[int]) -> tuple[int, int]:
         if len(shape) != 2:
-            raise ValueError(
-                f"kind {self.spec.label}: scaled kinds store 2-D tensors, got shape {tuple(shape)}"
-            )
+            raise ValueError(f"kind {self.spec.label} needs a 2-D shape, got {tuple(shape)}")
         return int(shape[0]), int(shape[1])
 
     def _view(self, w: Tensor) -> Tensor:
@@ -95,8 +93,9 @@ class QuantKind:
         G = self.groups(n)
         return w.reshape(out, G, n // G)  # (out, G, g)
 
-    def _t3(self, t: Tensor, out: int) -> Tensor:
-        return t.reshape(out, -1, 1)  # (out, G, 1)
+    def _t3(self, t: Tensor, shape: Sequence[int]) -> Tensor:
+        out, n = shape
+        return t.reshape(out, self.groups(n), 1)  # (out, G, 1)
 
     # --- grid -----------------------------------------------------------------------------------
 
@@ -109,12 +108,12 @@ class QuantKind:
     def levels(self, w: Tensor, t: Tensor) -> Tensor:
         """Levels ℓ (out, in) fp32 with ŵ = ℓ·t."""
         w3 = self._view(w.float())
-        return self._levels3(w3, self._t3(t.float(), w.shape[0])).reshape(w.shape)
+        return self._levels3(w3, self._t3(t.float(), w.shape)).reshape(w.shape)
 
     def dequant(self, w: Tensor, t: Tensor) -> Tensor:
         """ŵ = ℓ·t (out, in) fp32, exact; no gradient."""
         w3 = self._view(w.detach().float())
-        t3 = self._t3(t.detach().float(), w.shape[0])
+        t3 = self._t3(t.detach().float(), w.shape)
         return (self._levels3(w3, t3) * t3).reshape(w.shape)
 
     # --- scales ---------------------------------------------------------------------------------
@@ -139,7 +138,7 @@ class QuantKind:
     def lloyd(self, w: Tensor, t: Tensor, act_weight: Tensor | None = None) -> Tensor:
         """One Lloyd step: the levels of (w, t) kept, t ← Σ a·w·ℓ / Σ a·ℓ² per row/group, fp16-rounded."""
         w3 = self._view(w.detach().float())
-        t3 = self._t3(t.detach().float(), w.shape[0])
+        t3 = self._t3(t.detach().float(), w.shape)
         lv = self._levels3(w3, t3)
         a3 = self._weights3(w, act_weight)
         wl, ll = w3 * lv, lv * lv
@@ -180,11 +179,11 @@ class QuantKind:
 
     def fake_quant(self, w: Tensor, t: Tensor, *, masked: bool = True) -> Tensor:
         """ŵ = ℓ·t with the straight-through estimator to w and LSQ's gradient to t (if it needs one)."""
-        return _FakeQuantFn.apply(w, self._t3(t, w.shape[0]), self, masked, False)
+        return _FakeQuantFn.apply(w, self._t3(t, w.shape), self, masked, False)
 
     def levels_ste(self, w: Tensor, t: Tensor, *, masked: bool = True) -> Tensor:
         """ℓ with the STE (gradient ∂ℓ/∂w = 1/t): y = (x ℓᵀ)·t then uses exactly the stored t."""
-        return _FakeQuantFn.apply(w, self._t3(t, w.shape[0]), self, masked, True)
+        return _FakeQuantFn.apply(w, self._t3(t, w.shape), self, masked, True)
 
     # --- storage --------------------------------------------------------------------------------
 
@@ -238,7 +237,7 @@ class QuantKind:
         out, n = self._matrix(shape)
         t, packed = self._split(payload, shape)
         lv = self._levels_from(packed, n)
-        return (self._view(lv) * self._t3(t, out)).reshape(out, n), t
+        return (self._view(lv) * self._t3(t, (out, n))).reshape(out, n), t
 
     def payload_fault(self, payload: bytes, shape: Sequence[int]) -> str | None:
         """What is wrong with a payload's values (scales, padding, code range), or None."""
