@@ -16,13 +16,10 @@ from golf.tasks.common import cached_stage
 
 
 def load_artifact(path: Path) -> Any:
-    """The model stored in an artifact (Q2BN, or the gpt-int8 arm's int8 + zlib), in eval mode."""
-    from golfmodel.q2bn.artifact import load_model
-    from golfmodel.q2bn.int8zlib import load_int8zlib
+    """The model stored in an artifact (Q2BN, or the baseline's int8 + zlib, told apart by its bytes), in eval mode."""
+    from golfmodel.q2bn.container import load_artifact as load
 
-    with path.open("rb") as f:
-        head = f.read(4)
-    model, _ = (load_int8zlib if head[:1] == b"\x78" else load_model)(path)
+    model, _ = load(path)
     return model
 
 

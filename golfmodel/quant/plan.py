@@ -28,6 +28,7 @@ FAMILIES = ("embed", "attn_qkv", "attn_o", "mlp_in", "mlp_down", "cfc_in", "cfc_
 MATRIX_FAMILIES = ("attn_qkv", "attn_o", "mlp_in", "mlp_down", "cfc_in", "cfc_out")
 ARCHS = ("geode", "gpt")
 EXPORTS = ("q2bn", "int8zlib")
+EXPORT_SUFFIX = {"q2bn": ".q2bn", "int8zlib": ".int8.ptz"}  # artifact file name suffix per container
 # The baseline's control tensors (train_gpt.py CONTROL_TENSOR_NAME_PATTERNS), kept fp32 when small.
 CONTROL_TENSOR_PATTERNS = (
     "attn_scale",
