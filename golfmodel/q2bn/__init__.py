@@ -1,6 +1,7 @@
 """golfmodel.q2bn: the Q2BN artifact (SPEC §5, byte layout in docs/q2bn.md; v2 written, v1 and v2 read), packing, size checks.
 
-format.py     write_q2bn / read_q2bn, TensorRecord, Q2BNError (the container; payloads are the quant kinds')
+format.py     write_q2bn / read_q2bn, Q2BNError (the container: prefix, header, framing, checks)
+records.py    TensorRecord, Kind, encode_* / decode_* (record fields ⇄ QuantSpec; payloads are the quant kinds')
 artifact.py   pack_model / load_model / export_view (model ⇄ records)
 int8zlib.py   the int8 plan's baseline export (int8 per row + zlib level 9)
 container.py  pack_artifact / load_artifact: the plan's container, any artifact by its bytes

@@ -106,6 +106,18 @@ def test_update_scale_is_one_lloyd_step() -> None:
     assert torch.equal(learned.tau.detach(), before)
 
 
+@pytest.mark.parametrize("label", ["q2", "int4g8", "ternary", "fp8"])
+def test_update_scale_compiles_without_graph_breaks(label: str) -> None:
+    """The Lloyd update traces as one graph (fullgraph: no .item(), no sort, no host sync)."""
+    torch._dynamo.reset()
+    layer = _layer(label)
+    with torch.no_grad():
+        layer.tau.mul_(1.3)
+    want = layer.kind.lloyd(layer.weight, layer.tau)
+    torch.compile(layer.update_scale, backend="eager", fullgraph=True)()
+    assert torch.equal(layer.tau, want)
+
+
 def test_make_linear_builds_by_spec() -> None:
     """q2 → Q2Linear (old class kept), other kinds → QLinear, None → plain nn.Linear."""
     assert type(make_linear(QuantSpec(kind="q2"), 8, 4)) is Q2Linear
