@@ -41,7 +41,14 @@ def plan_linears(plan: QuantPlan, depth: int) -> LinearFactory:
     """A factory building the linear layers of group/layer `depth` as `plan` says (tagged with family/depth)."""
 
     def build(family: str, in_features: int, out_features: int) -> nn.Linear:
-        layer = make_linear(plan.linear_spec(family, depth), in_features, out_features)
+        spec = plan.linear_spec(family, depth)
+        try:
+            layer = make_linear(spec, in_features, out_features)
+        except ValueError as e:
+            raise ValueError(
+                f"plan: {plan.name!r} gives {family} at depth {depth} ({in_features} -> {out_features}) "
+                f"spec {spec.label if spec else None}: {e}"
+            ) from None
         layer.quant_family = family
         layer.quant_depth = depth
         return layer

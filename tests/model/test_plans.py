@@ -101,3 +101,16 @@ def test_frozen_config_is_hashable_with_a_plan() -> None:
     cfg = _geode(plan=named_plan("int6").to_dict())
     assert hash(cfg) == hash(dataclasses.replace(cfg))
     assert isinstance(build_model(cfg), nn.Module)
+
+
+def test_group_size_that_does_not_divide_names_the_layer() -> None:
+    """A plan whose group size does not divide a layer's inputs fails naming the plan, family and depth."""
+    plan = QuantPlan(
+        name="g24",
+        rules=(
+            QuantRule(family="mlp_down", spec=QuantSpec(kind="int", bits=4, group_size=24)),
+            *named_plan("q2").rules,
+        ),
+    )
+    with pytest.raises(ValueError, match="plan: 'g24' gives mlp_down at depth 0"):
+        build_model(_geode(plan=plan))
