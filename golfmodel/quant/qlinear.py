@@ -137,6 +137,14 @@ class QLinear(nn.Linear):
         self.tau.copy_(self.kind.update_scale(self.weight.detach().float(), self.tau))
 
     @torch.no_grad()
+    def quick_scale(self) -> None:
+        """A cheap τ without a fit, for random or stand-in weights (size probes): the kind's statistic
+        (q2: 0.996·rms per row/group, the Gaussian MSE optimum of SPEC §4; int/fp8 absmax; ternary absmean)."""
+        if self.tau is None or self.weight.is_meta:
+            return
+        self.tau.copy_(self.kind.stat_scale(self.weight.detach().float()).reshape(self.tau.shape))
+
+    @torch.no_grad()
     def set_tau(self, tau: Tensor) -> None:
         """Set τ directly; it is rounded to fp16 as everywhere else."""
         if self.tau is None:

@@ -118,6 +118,16 @@ def test_update_scale_compiles_without_graph_breaks(label: str) -> None:
     assert torch.equal(layer.tau, want)
 
 
+def test_quick_scale_is_the_kinds_statistic() -> None:
+    """quick_scale: q2 τ = fp16(0.996·row rms) (no sort); int4 = absmax/7."""
+    layer = _layer()
+    layer.quick_scale()
+    assert torch.equal(layer.tau, layer.kind.round_scale(0.996 * layer.weight.detach().pow(2).mean(1).sqrt()))
+    int4 = _layer("int4")
+    int4.quick_scale()
+    assert torch.equal(int4.tau, int4.kind.round_scale(int4.weight.detach().abs().amax(1) / 7))
+
+
 def test_make_linear_builds_by_spec() -> None:
     """q2 → Q2Linear (old class kept), other kinds → QLinear, None → plain nn.Linear."""
     assert type(make_linear(QuantSpec(kind="q2"), 8, 4)) is Q2Linear
