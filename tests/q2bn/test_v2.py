@@ -23,6 +23,7 @@ from golfmodel.q2bn.format import (
     parse_raw,
     read_q2bn_contents,
 )
+from golfmodel.quant.kinds import kind_for
 from golfmodel.quant.plan import QuantPlan, QuantRule, named_plan
 from golfmodel.quant.qlinear import no_tau_init, qlinears
 from golfmodel.quant.spec import QuantSpec
@@ -206,6 +207,20 @@ def test_malformed_v2_records_rejected(record: bytes, fault: str) -> None:
     """Impossible kind/bits/group/layout fields and bad payload values raise Q2BNError naming them."""
     with pytest.raises(Q2BNError, match=fault):
         parse_raw(_v2_raw(record), "crafted")
+
+
+@pytest.mark.parametrize(
+    ("label", "row", "scale", "payload"),
+    [
+        ("int4", [1.5, -0.5, 3.5, -3.5, 0.0], 0.5, "00 38 3f 79 00"),
+        ("ternary", [0.5, 0.0, -0.5, 0.5, 0.5, -0.5], 0.5, "00 38 c5 00"),
+        ("fp8", [1.0, -0.5], 1.0, "00 3c 38 b0"),
+    ],
+)
+def test_payload_layout_examples(label: str, row: list[float], scale: float, payload: str) -> None:
+    """The byte-level examples of docs/q2bn.md: fp16 scale, then the row's packed codes."""
+    kind = kind_for(QuantSpec.parse(label))
+    assert kind.encode(torch.tensor([row]), torch.tensor([scale])).hex(" ") == payload
 
 
 def test_v1_fixture_loads_bit_exactly() -> None:
