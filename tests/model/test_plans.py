@@ -114,3 +114,19 @@ def test_group_size_that_does_not_divide_names_the_layer() -> None:
     )
     with pytest.raises(ValueError, match="plan: 'g24' gives mlp_down at depth 0"):
         build_model(_geode(plan=plan))
+
+
+def test_switching_qat_group_by_group_never_recompiles() -> None:
+    """A compiled geode model serves every QAT state (off, deepest group on, all on) with one graph."""
+    torch.manual_seed(0)
+    model = build_model(_geode(pattern="GC", cfc_chunk=4, mlp_mult=1.0))
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    idx = torch.randint(0, 64, (1, 4))  # one CfC chunk: the trace stays short
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled(idx)
+        for group in reversed(model.qat_groups()):  # deepest first, as the trainer switches
+            for layer in group:
+                layer.set_qat(True)
+            out = compiled(idx)
+    assert torch.equal(out, model(idx))
