@@ -1,4 +1,4 @@
-"""The pack stage: the recalibrated model → the artifact (Q2BN + zstd-22, or int8 + zlib for gpt-int8)."""
+"""The pack stage: the recalibrated model → the artifact in its plan's container (Q2BN + zstd-22, or int8 + zlib)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from golf.tasks.cache import StageRecord, StageResult, sha256_json
 from golf.tasks.common import cached_stage
 from golf.tasks.stages import needed_stages, stage_config
 
-ARTIFACT = {"q2-geode": "model.q2bn", "gpt-int8": "model.int8.ptz"}
-
 
 def artifact_settings_hash(settings: Settings) -> str:
     """Hash of the settings that shaped the artifact (the stages up to pack), for its header.
@@ -26,22 +24,17 @@ def artifact_settings_hash(settings: Settings) -> str:
 
 
 def pack_artifact(settings: Settings, recalibrate: StageRecord, work: Path) -> StageResult:
-    """Load the recalibrated weights and write the artifact of the model's arm into `work`."""
-    from golfmodel.q2bn.artifact import pack_model
-    from golfmodel.q2bn.int8zlib import pack_int8zlib
+    """Load the recalibrated weights and write the artifact, in its plan's container, into `work`."""
+    from golfmodel.q2bn.container import pack_artifact
     from golfmodel.train.checkpoint import load_final
 
     model, _ = load_final(recalibrate.path(recalibrate.values["final"]))
-    arm = model.config.arm
     tokenizer = {"id": recalibrate.values["tokenizer"], "vocab_size": model.config.vocab_size}
     meta = {"tokenizer": tokenizer, "settings_hash": artifact_settings_hash(settings)}
-    path = work / ARTIFACT[arm]
-    if arm == "gpt-int8":
-        res = pack_int8zlib(model, path, meta=meta)
-    else:
-        res = pack_model(model, path, meta=meta, linear_kind=settings.pack.linear_kind)
+    res = pack_artifact(model, work, meta=meta, linear_kind=settings.pack.linear_kind)
+    path = res.path
     return StageResult(
-        values={"artifact": path.name, "arm": arm, "artifact_bytes": res.compressed_bytes,
+        values={"artifact": path.name, "arm": model.config.arm, "artifact_bytes": res.compressed_bytes,
                 "raw_bytes": res.raw_bytes, "kind_bytes": res.kind_totals()},
         outputs=[path.name],
     )  # fmt: skip

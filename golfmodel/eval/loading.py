@@ -16,7 +16,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-ZLIB_FIRST_BYTE = b"\x78"  # int8 + zlib (the gpt-int8 arm); Q2BN files are zstd frames (0x28 b5 2f fd)
 Dtype = Literal["auto", "bf16", "fp32"]
 
 
@@ -25,17 +24,13 @@ def load_artifact(path: str | Path) -> tuple[nn.Module, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such artifact")
+    from golfmodel.q2bn.container import load_artifact as load
+    from golfmodel.q2bn.format import ZSTD_MAGIC
+
     with path.open("rb") as f:
-        head = f.read(1)
-    if head == ZLIB_FIRST_BYTE:
-        from golfmodel.q2bn.int8zlib import load_int8zlib
-
-        model, _ = load_int8zlib(path)
-        return model.eval(), "int8_zlib"
-    from golfmodel.q2bn.artifact import load_model
-
-    model, _ = load_model(path)
-    return model.eval(), "q2bn"
+        head = f.read(len(ZSTD_MAGIC))
+    model, _ = load(path)  # the container is told apart by these same first bytes
+    return model.eval(), "q2bn" if head == ZSTD_MAGIC else "int8_zlib"
 
 
 def model_fn_for(model: nn.Module, device: torch.device, dtype: Dtype = "auto") -> Any:

@@ -30,9 +30,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from golfmodel.quant.plan import ARM_ALIASES, EXPORT_SUFFIX, named_plan
+
 CONFIG_FORMAT = 1
 JOB_SECTIONS = ("model", "train", "optim", "schedule", "qat", "averaging")
-ARTIFACT_NAMES = {"q2-geode": "final_model.q2bn", "gpt-int8": "final_model.int8.ptz"}
+ARTIFACT_STEM = "final_model"  # + the plan's container suffix: final_model.q2bn / final_model.int8.ptz
+ARTIFACT_NAMES = {  # by old arm name, for the submission records
+    arm: ARTIFACT_STEM + EXPORT_SUFFIX[named_plan(plan).export] for arm, (_, plan) in ARM_ALIASES.items()
+}
 
 
 def submission_config(
@@ -203,7 +208,7 @@ def run(
 
 
 def _artifact_path(job: Any) -> Path:
-    return Path(job.out_dir) / ARTIFACT_NAMES[job.model.arm]
+    return Path(job.out_dir) / (ARTIFACT_STEM + EXPORT_SUFFIX[job.model.quant_plan.export])
 
 
 def _package(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> dict[str, Any]:
@@ -213,9 +218,8 @@ def _package(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> d
 
     out = Path(job.out_dir)
     final = out / "final.pt"
-    arm = job.model.arm
     recal = config["recalibrate"]
-    if arm == "q2-geode" and recal["mode"] != "off":
+    if job.model.quant_plan.qat and recal["mode"] != "off":
         from golfmodel.train.recalibrate import recalibrate
 
         res = recalibrate(
@@ -230,22 +234,16 @@ def _package(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> d
         )
         final = out / "recalibrated.pt"
     model, _ = load_final(final)
-    artifact = _artifact_path(job)
+    from golfmodel.q2bn.container import LABEL, export_of, pack_artifact
+
     tok_id = "byte260" if job.tokenizer == "byte260" else Path(job.tokenizer).stem
     meta = {
         "tokenizer": {"id": tok_id, "vocab_size": job.model.vocab_size},
         "settings_hash": config.get("name") or "train_gpt.py",
     }
-    if arm == "gpt-int8":
-        from golfmodel.q2bn.int8zlib import pack_int8zlib
-
-        pack_int8zlib(model, artifact, meta=meta)
-        label = "int8_zlib"
-    else:
-        from golfmodel.q2bn.artifact import pack_model
-
-        pack_model(model, artifact, meta=meta, linear_kind=config.get("linear_kind", "q2"))
-        label = "q2bn"
+    linear_kind = config.get("linear_kind", "q2")
+    artifact = pack_artifact(model, out, meta=meta, linear_kind=linear_kind, stem=ARTIFACT_STEM).path
+    label = LABEL[export_of(model)]
     size = size_check(artifact, [script_path], int(config.get("budget_bytes", 16_000_000)))
     log(f"Serialized model {label}: {size.artifact_bytes} bytes")
     log(f"Code size: {size.code_bytes} bytes")

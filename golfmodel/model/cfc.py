@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 from golfmodel.model import scan_triton
 from golfmodel.model.config import CFC_SCANS
-from golfmodel.model.layers import RMSNorm
+from golfmodel.model.layers import RMSNorm, linear_factory
+from golfmodel.quant.assign import LinearFactory
 
 DT_MIN, DT_MAX = 0.01, 1.0  # Δt init range (log-uniform): memory of ~1.4 to ~140 tokens at a ≈ softplus(0)
 _SERIES_BELOW = 1e-2  # a·Δt below this uses the Taylor series of (1 - e^-z)/z (error < z^4/120)
@@ -166,25 +167,27 @@ def cfc_scan_reference(log_decay: Tensor, c: Tensor, reset: Tensor | None) -> Te
 
 
 class CfCMixer(nn.Module):
-    """CfC token mixer: gates W1, W2 and output W_out (`linear_cls`), per-channel time step exp(log_dt)."""
+    """CfC token mixer: gates W1, W2 (plan family cfc_in) and output W_out (cfc_out), per-channel time step exp(log_dt)."""
 
     def __init__(
         self,
         d_model: int,
         *,
         chunk: int = 64,
-        linear_cls: type[nn.Linear] = nn.Linear,
+        linear_cls: type[nn.Linear] | None = None,
+        linear: LinearFactory | None = None,
         sub_norm: bool = False,
         scan: str = "auto",
     ) -> None:
         super().__init__()
         resolve_scan(scan, torch.device("cpu"))  # validates the name and that a forced triton can run
+        make = linear_factory(linear_cls, linear)
         self.chunk = chunk
         self.scan = scan
         self.sub_norm = RMSNorm(d_model) if sub_norm else None  # on h before W_out (SubLN)
-        self.w1 = linear_cls(d_model, d_model, bias=False)  # a = softplus(W1 x̂)
-        self.w2 = linear_cls(d_model, d_model, bias=False)  # b = W2 x̂
-        self.w_out = linear_cls(d_model, d_model, bias=False)
+        self.w1 = make("cfc_in", d_model, d_model)  # a = softplus(W1 x̂)
+        self.w2 = make("cfc_in", d_model, d_model)  # b = W2 x̂
+        self.w_out = make("cfc_out", d_model, d_model)
         self.w_out._zero_init = True
         # Δt log-uniform in [DT_MIN, DT_MAX] per channel (as Mamba's Δ init): a spread of time scales.
         u = torch.rand(d_model)

@@ -1,19 +1,25 @@
-"""Model configuration: the frozen `ModelConfig` shared by both arms, and presets as functions.
+"""Model configuration: the frozen `ModelConfig` shared by both architectures, and presets as functions.
 
-`arm="q2-geode"` is the product (SPEC §6): `depth` Geode groups, each a string of block letters
-(`pattern`, "GCCC" by default: one GQA block then three CfC blocks); every block matrix is a
-Q2Linear and the MLP is SwiGLU. `arm="gpt-int8"` is the challenge's naive baseline (`depth`
-layers of GQA + relu² MLP, plain nn.Linear, exported int8 per row + zlib); `pattern` is unused
-by that arm.
+An arm is an architecture plus a quantisation plan (`golfmodel/quant/plan.py`, SPEC §4 rev. 2).
+`arm` names the architecture — "geode" or "gpt" — or is one of the old arm names, which are
+aliases: "q2-geode" = geode + plan "q2", "gpt-int8" = gpt + plan "int8". `plan` is a plan name,
+a plan table (`QuantPlan.to_dict()` form, e.g. the allocator's q2-mixed) or None (the arm's
+default). Geode (the product, SPEC §6): `depth` groups, each a string of block letters
+(`pattern`, "GCCC" by default: one GQA block then three CfC blocks), SwiGLU MLPs. gpt: the
+challenge's naive baseline (`depth` layers of GQA + relu² MLP); `pattern` is unused there.
+`cfg.arch` and `cfg.quant_plan` give the resolved pair.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
-ARMS = ("q2-geode", "gpt-int8")
+from golfmodel.quant.plan import ARCHS, ARM_ALIASES, QuantPlan, arm_arch, parse_arm
+
+ARMS = (*ARM_ALIASES, *ARCHS)
 BLOCK_LETTERS = "GC"  # G = GQA mixer, C = CfC mixer
 CFC_SCANS = ("auto", "torch", "triton")  # ModelConfig.cfc_scan (golfmodel.model.cfc.resolve_scan)
 
@@ -25,7 +31,7 @@ BOS_ID = 1
 class ModelConfig:
     """Shape and options of one model; validated on construction (errors name the field)."""
 
-    arm: str
+    arm: str  # "geode" | "gpt", or the aliases "q2-geode" | "gpt-int8"
     vocab_size: int
     d_model: int
     depth: int  # Geode groups (q2-geode) or layers (gpt-int8)
@@ -45,10 +51,20 @@ class ModelConfig:
     # q2-geode: RMSNorm (with gain) on the input of each output projection (attention o, CfC W_out,
     # MLP down), BitNet's "SubLN": those projections carry most of the 2-bit error (docs/minigolf.md).
     sub_norm: bool = False
+    plan: str | QuantPlan | None = (
+        None  # a plan name, a QuantPlan (a dict is converted), or the arm's default
+    )
 
     def __post_init__(self) -> None:
         if self.arm not in ARMS:
             raise ValueError(f"arm: must be one of {ARMS}, got {self.arm!r}")
+        if isinstance(self.plan, dict):
+            object.__setattr__(self, "plan", QuantPlan.from_dict(self.plan, where="plan"))
+        if self.plan is not None and not isinstance(self.plan, str | QuantPlan):
+            raise ValueError(
+                f"plan: must be a plan name, a plan table or None, got {type(self.plan).__name__}"
+            )
+        parse_arm(self.arm, self.plan)  # raises "plan: ..." for an unknown name or an alias clash
         for name in ("vocab_size", "d_model", "depth", "n_heads", "n_kv_heads", "cfc_chunk", "max_seq_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -74,7 +90,7 @@ class ModelConfig:
             raise ValueError(f"n_kv_heads: must divide n_heads={self.n_heads}, got {self.n_kv_heads}")
         if (self.d_model // self.n_heads) % 2 != 0:
             raise ValueError(f"n_heads: head_dim d_model/n_heads must be even for RoPE, got {self.head_dim}")
-        if self.arm == "q2-geode" and "G" in self.pattern and self.n_kv_heads >= self.n_heads:
+        if self.arch == "geode" and "G" in self.pattern and self.n_kv_heads >= self.n_heads:
             # SPEC §6: the Geode GQA mixer shares K/V across query heads (n_kv < n_heads).
             raise ValueError(
                 f"n_kv_heads: q2-geode GQA needs n_kv_heads < n_heads={self.n_heads}, got {self.n_kv_heads}"
@@ -83,8 +99,18 @@ class ModelConfig:
             raise ValueError(f"mlp_mult: gives an empty MLP hidden layer at d_model={self.d_model}")
         if self.cfc_scan not in CFC_SCANS:
             raise ValueError(f"cfc_scan: must be one of {CFC_SCANS}, got {self.cfc_scan!r}")
-        if self.sub_norm and self.arm != "q2-geode":
-            raise ValueError(f"sub_norm: only the q2-geode blocks have it, got arm={self.arm!r}")
+        if self.sub_norm and self.arch != "geode":
+            raise ValueError(f"sub_norm: only the geode blocks have it, got arm={self.arm!r}")
+
+    @property
+    def arch(self) -> str:
+        """The architecture: "geode" or "gpt"."""
+        return arm_arch(self.arm)
+
+    @cached_property
+    def quant_plan(self) -> QuantPlan:
+        """The resolved quantisation plan (the named plan, the table, or the arm's default)."""
+        return parse_arm(self.arm, self.plan)[1]
 
     @property
     def head_dim(self) -> int:
@@ -93,17 +119,23 @@ class ModelConfig:
     @property
     def mlp_hidden(self) -> int:
         """Hidden width of the MLP: SwiGLU rounds mult*d to a multiple of 16, relu² to an integer."""
-        if self.arm == "q2-geode":
+        if self.arch == "geode":
             return 16 * round(self.mlp_mult * self.d_model / 16)
         return round(self.mlp_mult * self.d_model)
 
     @property
     def n_blocks(self) -> int:
         """Number of residual blocks (groups x pattern letters, or layers)."""
-        return self.depth * len(self.pattern) if self.arm == "q2-geode" else self.depth
+        return self.depth * len(self.pattern) if self.arch == "geode" else self.depth
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready fields; a QuantPlan becomes its table, and no `plan` key when it is None."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.plan is None:
+            del out["plan"]  # configs without a plan keep their old dict (hashes, caches, v1 headers)
+        elif isinstance(self.plan, QuantPlan):
+            out["plan"] = self.plan.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -1,7 +1,8 @@
-"""The gpt-int8 reference arm: the Parameter Golf challenge's naive baseline model (openai/parameter-golf train_gpt.py).
+"""The gpt architecture: the Parameter Golf challenge's naive baseline model (openai/parameter-golf train_gpt.py).
 
 9 layers of GQA attention (RoPE, QK-RMSNorm, per-head query gain) and relu² MLP x2 at d 512,
-plain nn.Linear everywhere (quantised to int8 per row + zlib only after training), tied
+matrices from the plan: plan "int8" (the gpt-int8 arm) keeps plain nn.Linear everywhere
+(quantised to int8 per row + zlib only after training), a QAT plan builds QLinears; tied
 embeddings, logit soft-cap 30. Kept from the baseline so the arm is the model the challenge
 started from: parameter-free RMSNorms, per-channel attention/MLP output scales, `resid_mix`
 (each block mixes the residual stream with the normalised embedding x0) and U-Net style skip
@@ -23,12 +24,14 @@ from golfmodel.model.layers import (
     init_embedding_and_zero_outputs,
     set_bigram_logprior,
 )
+from golfmodel.quant.assign import LinearFactory, plan_linears
+from golfmodel.quant.qlinear import QLinear
 
 
 class GPTBlock(nn.Module):
     """Baseline block: x = mix(x, x0); x += s_attn·attn(norm(x)); x += s_mlp·mlp(norm(x))."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, linear: LinearFactory) -> None:
         super().__init__()
         d = config.d_model
         self.attn_norm = RMSNorm(d, affine=False)
@@ -39,9 +42,10 @@ class GPTBlock(nn.Module):
             max_seq_len=config.max_seq_len,
             rope_base=config.rope_base,
             qk_norm=config.qk_norm,
+            linear=linear,
         )
         self.mlp_norm = RMSNorm(d, affine=False)
-        self.mlp = ReluSquaredMLP(d, config.mlp_hidden)
+        self.mlp = ReluSquaredMLP(d, config.mlp_hidden, linear=linear)
         self.attn_scale = nn.Parameter(torch.ones(d))
         self.mlp_scale = nn.Parameter(torch.ones(d))
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(d), torch.zeros(d))))  # (2, d)
@@ -54,19 +58,20 @@ class GPTBlock(nn.Module):
 
 
 class GPT(nn.Module):
-    """gpt-int8 arm; `forward(idx (B, T)) -> logits (B, T, V)` in fp32; no QAT groups."""
+    """gpt architecture; `forward(idx (B, T)) -> logits (B, T, V)` in fp32; QAT groups = layers (if any)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.arm != "gpt-int8":
-            raise ValueError(f"GPT: arm must be 'gpt-int8', got {config.arm!r}")
+        if config.arch != "gpt":
+            raise ValueError(f"GPT: arm must be a gpt arm, got {config.arm!r}")
         self.config = config
         V, d, L = config.vocab_size, config.d_model, config.depth
         self.tok_emb = nn.Embedding(V, d)
         self.n_encoder = L // 2
         self.n_decoder = L - self.n_encoder
         self.skip_weights = nn.Parameter(torch.ones(min(self.n_encoder, self.n_decoder), d))
-        self.blocks = nn.ModuleList(GPTBlock(config) for _ in range(L))
+        plan = config.quant_plan
+        self.blocks = nn.ModuleList(GPTBlock(config, linear=plan_linears(plan, i)) for i in range(L))
         self.final_norm = RMSNorm(d, affine=False)
         self.lm_head = nn.Linear(d, V, bias=False)
         if config.tie_embeddings:
@@ -77,9 +82,10 @@ class GPT(nn.Module):
             self.register_buffer("bigram_logprior", torch.zeros(V, V))
         init_embedding_and_zero_outputs(self, config.tie_embeddings)
 
-    def qat_groups(self) -> list[list[nn.Module]]:
-        """The int8 arm is quantised after training: no QAT groups."""
-        return []
+    def qat_groups(self) -> list[list[QLinear]]:
+        """The quantised layers of each layer, shallowest first; [] for the int8 plan (quantised after training)."""
+        groups = [[m for m in block.modules() if isinstance(m, QLinear)] for block in self.blocks]
+        return groups if any(groups) else []
 
     def set_bigram_logprior(self, table: Tensor | np.ndarray) -> None:
         set_bigram_logprior(self, table)

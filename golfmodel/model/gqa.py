@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golfmodel.model.layers import RMSNorm, Rotary
+from golfmodel.model.layers import RMSNorm, Rotary, linear_factory
+from golfmodel.quant.assign import LinearFactory
 
 QK_GAIN_INIT = 1.5  # per-head query gain after QK-RMSNorm (the challenge baseline's QK_GAIN_INIT)
 
 
 class GQAMixer(nn.Module):
-    """q/k/v/o projections (`linear_cls`), RoPE, QK-RMSNorm + per-head query gain, causal SDPA with shared KV heads."""
+    """q/k/v/o projections (plan families attn_qkv, attn_o), RoPE, QK-RMSNorm + per-head query gain, causal SDPA with shared KV heads."""
 
     def __init__(
         self,
@@ -28,10 +29,12 @@ class GQAMixer(nn.Module):
         max_seq_len: int,
         rope_base: float = 10000.0,
         qk_norm: bool = True,
-        linear_cls: type[nn.Linear] = nn.Linear,
+        linear_cls: type[nn.Linear] | None = None,
+        linear: LinearFactory | None = None,
         sub_norm: bool = False,
     ) -> None:
         super().__init__()
+        make = linear_factory(linear_cls, linear)
         if d_model % n_heads != 0 or n_heads % n_kv_heads != 0:
             raise ValueError(
                 f"GQAMixer: need n_kv_heads | n_heads | d_model, got {n_kv_heads}, {n_heads}, {d_model}"
@@ -41,11 +44,11 @@ class GQAMixer(nn.Module):
         self.head_dim = d_model // n_heads
         self.qk_norm = qk_norm
         kv_dim = n_kv_heads * self.head_dim
-        self.q = linear_cls(d_model, d_model, bias=False)
-        self.k = linear_cls(d_model, kv_dim, bias=False)
-        self.v = linear_cls(d_model, kv_dim, bias=False)
+        self.q = make("attn_qkv", d_model, d_model)
+        self.k = make("attn_qkv", d_model, kv_dim)
+        self.v = make("attn_qkv", d_model, kv_dim)
         self.sub_norm = RMSNorm(d_model) if sub_norm else None  # on the heads' output before o (SubLN)
-        self.o = linear_cls(d_model, d_model, bias=False)
+        self.o = make("attn_o", d_model, d_model)
         self.o._zero_init = True
         # With unit-RMS q and k the logits are bounded by sqrt(head_dim); the learned gain sets the
         # attention temperature per head.

@@ -1,11 +1,12 @@
-"""The q2-geode hybrid language model (SPEC §6): Geode groups of GQA and CfC blocks, all block matrices Q2Linear.
+"""The geode hybrid language model (SPEC §6): Geode groups of GQA and CfC blocks, block matrices from the plan.
 
     idx (B, T) → tok_emb → RMS-normalise → [pattern] x depth blocks → final RMSNorm → tied head
     → logits = softcap·tanh(logits/softcap) (+ bigram_logprior[idx]) → (B, T, V) fp32
 
-Each block is pre-RMSNorm mixer + residual, then pre-RMSNorm SwiGLU + residual. `qat_groups()`
-lists the Q2Linear layers of each Geode group, shallowest first; the trainer switches QAT on
-group by group, deepest first (SPEC §7).
+Each block is pre-RMSNorm mixer + residual, then pre-RMSNorm SwiGLU + residual. Every block
+matrix is built by `plan_linears(config.quant_plan, group)` (plan "q2": all Q2Linear, the old
+q2-geode). `qat_groups()` lists the quantised layers (QLinear) of each Geode group, shallowest
+first; the trainer switches QAT on group by group, deepest first (SPEC §7).
 
 Initialisation (as the challenge baseline): tied embedding N(0, 0.005²); block matrices keep
 nn.Linear's default (uniform, bound 1/sqrt(in)); the matrices that write into the residual
@@ -25,13 +26,14 @@ from golfmodel.model.cfc import CfCMixer
 from golfmodel.model.config import BOS_ID, ModelConfig
 from golfmodel.model.gqa import GQAMixer
 from golfmodel.model.layers import RMSNorm, SwiGLU, init_embedding_and_zero_outputs, set_bigram_logprior
-from golfmodel.quant.q2linear import Q2Linear
+from golfmodel.quant.assign import LinearFactory, plan_linears
+from golfmodel.quant.qlinear import QLinear
 
 
 class Block(nn.Module):
     """One residual block: x + mixer(norm(x)), then x + SwiGLU(norm(x)); `kind` "G" (GQA) or "C" (CfC)."""
 
-    def __init__(self, kind: str, config: ModelConfig, *, linear_cls: type[nn.Linear] = Q2Linear) -> None:
+    def __init__(self, kind: str, config: ModelConfig, *, linear: LinearFactory) -> None:
         super().__init__()
         d = config.d_model
         self.kind = kind
@@ -44,21 +46,17 @@ class Block(nn.Module):
                 max_seq_len=config.max_seq_len,
                 rope_base=config.rope_base,
                 qk_norm=config.qk_norm,
-                linear_cls=linear_cls,
+                linear=linear,
                 sub_norm=config.sub_norm,
             )
         elif kind == "C":
             self.mixer = CfCMixer(
-                d,
-                chunk=config.cfc_chunk,
-                linear_cls=linear_cls,
-                sub_norm=config.sub_norm,
-                scan=config.cfc_scan,
+                d, chunk=config.cfc_chunk, linear=linear, sub_norm=config.sub_norm, scan=config.cfc_scan
             )
         else:
             raise ValueError(f"Block: kind must be 'G' or 'C', got {kind!r}")
         self.mlp_norm = RMSNorm(d)
-        self.mlp = SwiGLU(d, config.mlp_hidden, linear_cls=linear_cls, sub_norm=config.sub_norm)
+        self.mlp = SwiGLU(d, config.mlp_hidden, linear=linear, sub_norm=config.sub_norm)
 
     def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
         """x (B, T, d); reset (B, T) bool marks BOS tokens (used by CfC blocks only)."""
@@ -68,17 +66,19 @@ class Block(nn.Module):
 
 
 class HybridLM(nn.Module):
-    """q2-geode language model; `forward(idx (B, T)) -> logits (B, T, V)` in fp32."""
+    """geode language model; `forward(idx (B, T)) -> logits (B, T, V)` in fp32."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.arm != "q2-geode":
-            raise ValueError(f"HybridLM: arm must be 'q2-geode', got {config.arm!r}")
+        if config.arch != "geode":
+            raise ValueError(f"HybridLM: arm must be a geode arm, got {config.arm!r}")
         self.config = config
         V, d = config.vocab_size, config.d_model
         self.tok_emb = nn.Embedding(V, d)
+        plan = config.quant_plan
         self.groups = nn.ModuleList(
-            nn.ModuleList(Block(kind, config) for kind in config.pattern) for _ in range(config.depth)
+            nn.ModuleList(Block(kind, config, linear=plan_linears(plan, g)) for kind in config.pattern)
+            for g in range(config.depth)
         )
         self.final_norm = RMSNorm(d)
         self.lm_head = nn.Linear(d, V, bias=False)
@@ -90,9 +90,10 @@ class HybridLM(nn.Module):
             self.register_buffer("bigram_logprior", torch.zeros(V, V))  # (prev, next) log-probs
         init_embedding_and_zero_outputs(self, config.tie_embeddings)
 
-    def qat_groups(self) -> list[list[Q2Linear]]:
-        """The Q2Linear layers of each Geode group, shallowest group first."""
-        return [[m for m in group.modules() if isinstance(m, Q2Linear)] for group in self.groups]
+    def qat_groups(self) -> list[list[QLinear]]:
+        """The quantised layers of each Geode group, shallowest group first ([] for a plan without QAT)."""
+        groups = [[m for m in group.modules() if isinstance(m, QLinear)] for group in self.groups]
+        return groups if any(groups) else []
 
     def set_bigram_logprior(self, table: Tensor | np.ndarray) -> None:
         set_bigram_logprior(self, table)

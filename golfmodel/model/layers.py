@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from golfmodel.quant.assign import LinearFactory, class_linears
+
 TIED_EMBED_INIT_STD = 0.005  # the challenge baseline's tied_embed_init_std
 
 
@@ -72,20 +74,34 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
 
 
+def linear_factory(linear_cls: type[nn.Linear] | None, linear: LinearFactory | None) -> LinearFactory:
+    """The layer factory of a module: a plan's (`plan_linears`), else one from a class (default nn.Linear)."""
+    if linear is not None and linear_cls is not None:
+        raise ValueError("give linear_cls or linear, not both")
+    return linear if linear is not None else class_linears(linear_cls or nn.Linear)
+
+
 class SwiGLU(nn.Module):
-    """SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)); `linear_cls` is Q2Linear in the q2 arm.
+    """SwiGLU MLP (Shazeer 2020): down(silu(gate(x)) * up(x)); layers from the plan (families mlp_in, mlp_down).
 
     sub_norm: RMSNorm the hidden activations before `down` (SubLN).
     """
 
     def __init__(
-        self, d_model: int, hidden: int, *, linear_cls: type[nn.Linear] = nn.Linear, sub_norm: bool = False
+        self,
+        d_model: int,
+        hidden: int,
+        *,
+        linear_cls: type[nn.Linear] | None = None,
+        linear: LinearFactory | None = None,
+        sub_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.gate = linear_cls(d_model, hidden, bias=False)
-        self.up = linear_cls(d_model, hidden, bias=False)
+        make = linear_factory(linear_cls, linear)
+        self.gate = make("mlp_in", d_model, hidden)
+        self.up = make("mlp_in", d_model, hidden)
         self.sub_norm = RMSNorm(hidden) if sub_norm else None
-        self.down = linear_cls(hidden, d_model, bias=False)
+        self.down = make("mlp_down", hidden, d_model)
         self.down._zero_init = True  # residual branch starts as identity
 
     def forward(self, x: Tensor) -> Tensor:
@@ -98,10 +114,18 @@ class SwiGLU(nn.Module):
 class ReluSquaredMLP(nn.Module):
     """relu² MLP of the challenge baseline (from modded-nanogpt): proj(relu(fc(x))²)."""
 
-    def __init__(self, d_model: int, hidden: int, *, linear_cls: type[nn.Linear] = nn.Linear) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        hidden: int,
+        *,
+        linear_cls: type[nn.Linear] | None = None,
+        linear: LinearFactory | None = None,
+    ) -> None:
         super().__init__()
-        self.fc = linear_cls(d_model, hidden, bias=False)
-        self.proj = linear_cls(hidden, d_model, bias=False)
+        make = linear_factory(linear_cls, linear)
+        self.fc = make("mlp_in", d_model, hidden)
+        self.proj = make("mlp_down", hidden, d_model)
         self.proj._zero_init = True
 
     def forward(self, x: Tensor) -> Tensor:
@@ -129,5 +153,5 @@ def init_embedding_and_zero_outputs(model: nn.Module, tied: bool) -> None:
     for module in model.modules():
         if isinstance(module, nn.Linear) and getattr(module, "_zero_init", False):
             nn.init.zeros_(module.weight)
-            if hasattr(module, "refresh_tau"):  # Q2Linear: keep τ fitted to the stored weight
+            if hasattr(module, "refresh_tau"):  # QLinear: keep τ fitted to the stored weight
                 module.refresh_tau()

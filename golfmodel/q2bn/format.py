@@ -1,240 +1,89 @@
-"""Q2BN v1: the artifact container (SPEC §5; byte layout in docs/q2bn.md). Writer and reader.
+"""Q2BN: the artifact container (SPEC §5; byte layout in docs/q2bn.md). Writer (version 2) and reader (1 and 2).
 
 Decompressed stream, all little-endian:
 
-    b"Q2BN" | u8 version=1 | u32 header_len | header (UTF-8 JSON) | tensor record × tensor_count
-    record := u16 name_len | name (UTF-8) | u8 kind | u8 ndim | u32 dim × ndim | u64 payload_len | payload
+    b"Q2BN" | u8 version | u32 header_len | header (UTF-8 JSON) | tensor record × tensor_count
+    v1 record := u16 name_len | name | u8 kind | u8 ndim | u32 dim × ndim | u64 payload_len | payload
+    v2 record := u16 name_len | name | u8 kind | u8 bits | u32 group_size | u8 scale_layout
+                 | u8 ndim | u32 dim × ndim | u64 payload_len | payload
 
-Kinds: 0 q2-rows (out × fp16 τ, then out × ceil(in/4) packed Gray symbols), 1 fp16, 2 fp32,
-3 int8-rows (out × fp16 scale, then out × in int8), 4 alias (u16 index of an earlier record).
-The whole stream is one zstd frame (level 22, content size and checksum on). The header holds
-`tensor_count` and `body_sha256` (of every byte after the header), so a flipped bit fails either
-the frame checksum or, if someone re-compressed a modified stream, the body hash. The reader
-checks every field and raises `Q2BNError` naming the file, the byte offset and the fault.
+Kinds: 0 q2, 1 fp16, 2 fp32, 3 int (v1: int8 rows only), 4 alias (u16 index of an earlier
+record), 5 ternary, 6 fp8. Scale layout: 0 none, 1 one fp16 scale per row, 2 one per group.
+Every payload's layout, size and value checks are the storage kind's (`golfmodel/quant/kinds.py`):
+this module only frames them. The whole stream is one zstd frame (level 22, content size and
+checksum on). The header holds `tensor_count` and `body_sha256` (of every byte after the
+header), so a flipped bit fails either the frame checksum or, if someone re-compressed a
+modified stream, the body hash. The reader checks every field and raises `Q2BNError` naming the
+file, the byte offset and the fault.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
-import torch
 import zstandard
-from torch import Tensor
 
 from golfmodel.atomic import atomic_write_bytes
-from golfmodel.quant.int8 import dequantize_rows, quantize_rows
-from golfmodel.quant.q2 import (
-    dequant_packed,
-    pack_rows,
-    packed_row_bytes,
-    padding_is_zero,
-    symbols,
-    unpack_rows,
+from golfmodel.q2bn.records import (  # re-exported: the records are part of the format's API
+    KIND_SPEC,
+    MAX_NDIM,
+    RECORD_FIXED,
+    SPEC_KIND,
+    V1_BITS,
+    V1_KINDS,
+    VERSION,
+    Kind,
+    ScaleLayout,
+    TensorRecord,
+    alias_index,
+    decode,
+    decode_all,
+    decode_int8,
+    decode_q2,
+    decode_scaled,
+    encode,
+    encode_alias,
+    encode_fp16,
+    encode_fp32,
+    encode_int8,
+    encode_q2,
+    encode_spec,
+    expected_payload_bytes,
+    q2_tau,
+    record_scale,
+    record_spec,
+    scale_layout,
 )
 
+__all__ = [
+    "KIND_SPEC", "MAX_NDIM", "RECORD_FIXED", "SPEC_KIND", "V1_BITS", "V1_KINDS", "VERSION", "Kind",
+    "ScaleLayout", "TensorRecord", "alias_index", "decode", "decode_all", "decode_int8", "decode_q2",
+    "decode_scaled", "encode", "encode_alias", "encode_fp16", "encode_fp32", "encode_int8", "encode_q2",
+    "encode_spec", "expected_payload_bytes", "q2_tau", "record_scale", "record_spec", "scale_layout",
+    "MAGIC", "READ_VERSIONS", "ZSTD_MAGIC", "ZSTD_LEVEL", "PREFIX", "Q2BNError", "Q2BNContents",
+    "Q2BNWriteInfo", "check_header", "compress_raw", "decompress", "dumps", "dumps_raw", "loads",
+    "parse_raw", "read_q2bn", "read_q2bn_contents", "write_q2bn",
+]  # fmt: skip
+
 MAGIC = b"Q2BN"
-VERSION = 1
+READ_VERSIONS = (1, 2)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_LEVEL = 22
 MAX_HEADER_BYTES = 1 << 24  # a header is a few KB; this only bounds a corrupt length field
 MAX_RAW_BYTES = 1 << 31  # refuse frames that claim to decompress to more than 2 GiB
-MAX_NDIM = 8
 PREFIX = struct.Struct("<4sBI")  # magic, version, header length
-RECORD_FIXED = 2 + 1 + 1 + 8  # name length, kind, ndim, payload length (plus name and dims)
 REQUIRED_HEADER = ("model", "tokenizer", "settings_hash")
 WRITER_KEYS = ("tensor_count", "body_sha256")
 
 
 class Q2BNError(ValueError):
     """A Q2BN file (or byte string) is malformed; the message names the source, offset and fault."""
-
-
-class Kind(IntEnum):
-    """Storage kind of one tensor record."""
-
-    Q2_ROWS = 0
-    FP16 = 1
-    FP32 = 2
-    INT8_ROWS = 3
-    ALIAS = 4
-
-
-def expected_payload_bytes(kind: Kind, shape: Sequence[int]) -> int:
-    """Payload size fixed by a record's kind and dims; raises ValueError for an impossible pair."""
-    numel = math.prod(shape)
-    if kind in (Kind.Q2_ROWS, Kind.INT8_ROWS):
-        if len(shape) != 2:
-            raise ValueError(f"kind {kind.name} needs a 2-D shape, got {tuple(shape)}")
-        out, n = shape
-        row = packed_row_bytes(n) if kind == Kind.Q2_ROWS else n
-        return out * 2 + out * row
-    if kind == Kind.FP16:
-        return numel * 2
-    if kind == Kind.FP32:
-        return numel * 4
-    return 2  # alias: u16 index
-
-
-@dataclass(frozen=True, slots=True)
-class TensorRecord:
-    """One stored tensor: name, storage kind, logical shape and the raw little-endian payload."""
-
-    name: str
-    kind: Kind
-    shape: tuple[int, ...]
-    payload: bytes
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", Kind(self.kind))
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-        name_len = len(self.name.encode("utf-8"))
-        if not 0 < name_len <= 0xFFFF:
-            raise ValueError(f"record name must be 1..65535 UTF-8 bytes, got {name_len}")
-        if len(self.shape) > MAX_NDIM or any(not 0 <= d <= 0xFFFFFFFF for d in self.shape):
-            raise ValueError(f"{self.name}: shape {self.shape} outside ndim <= {MAX_NDIM}, dims < 2^32")
-        want = expected_payload_bytes(self.kind, self.shape)
-        if len(self.payload) != want:
-            raise ValueError(
-                f"{self.name}: {self.kind.name} payload is {len(self.payload)} bytes, expected {want}"
-            )
-
-    @property
-    def stored_bytes(self) -> int:
-        """Bytes this record occupies in the decompressed stream (fields plus payload)."""
-        return RECORD_FIXED + len(self.name.encode("utf-8")) + 4 * len(self.shape) + len(self.payload)
-
-    def to_bytes(self) -> bytes:
-        name = self.name.encode("utf-8")
-        dims = struct.pack(f"<{len(self.shape)}I", *self.shape)
-        head = struct.pack("<H", len(name)) + name + struct.pack("<BB", self.kind, len(self.shape))
-        return head + dims + struct.pack("<Q", len(self.payload)) + self.payload
-
-
-# --- encode / decode between tensors and records -------------------------------------------------
-
-
-def _le(t: Tensor, dtype: str) -> bytes:
-    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.dtype(dtype)).tobytes()
-
-
-def encode_q2(name: str, sym: Tensor, tau: Tensor) -> TensorRecord:
-    """Kind 0 from symbols (out,in) uint8 and τ (out,) (must be fp16-representable and > 0)."""
-    tau16 = tau.detach().cpu().half()
-    if not torch.equal(tau16.float(), tau.detach().cpu().float()):
-        raise ValueError(f"{name}: τ is not fp16-representable (round it with round_tau)")
-    if not bool((tau16 > 0).all()) or not bool(torch.isfinite(tau16).all()):
-        raise ValueError(f"{name}: τ must be positive and finite")
-    if sym.dtype != torch.uint8 or sym.ndim != 2 or (sym.numel() > 0 and int(sym.max()) > 3):
-        raise ValueError(f"{name}: symbols must be a 2-D uint8 tensor with values 0..3")
-    out, n = sym.shape
-    if tau16.shape != (out,):
-        raise ValueError(f"{name}: τ has shape {tuple(tau16.shape)}, expected ({out},)")
-    payload = _le(tau16, "<f2") + _le(pack_rows(sym.detach().cpu()), "u1")
-    return TensorRecord(name, Kind.Q2_ROWS, (out, n), payload)
-
-
-def encode_fp16(name: str, t: Tensor) -> TensorRecord:
-    """Kind 1; raises if a finite value overflows fp16."""
-    h = t.detach().cpu().half()
-    if bool((torch.isfinite(t.detach().cpu()) & ~torch.isfinite(h)).any()):
-        raise ValueError(f"{name}: values overflow fp16; store it as fp32")
-    return TensorRecord(name, Kind.FP16, tuple(t.shape), _le(h, "<f2"))
-
-
-def encode_fp32(name: str, t: Tensor) -> TensorRecord:
-    """Kind 2."""
-    return TensorRecord(name, Kind.FP32, tuple(t.shape), _le(t.detach().cpu().float(), "<f4"))
-
-
-def encode_int8(name: str, w: Tensor) -> TensorRecord:
-    """Kind 3: per-row symmetric int8 of a 2-D float tensor."""
-    q, scale = quantize_rows(w.detach().cpu())
-    return TensorRecord(name, Kind.INT8_ROWS, tuple(w.shape), _le(scale, "<f2") + _le(q, "i1"))
-
-
-def encode_alias(name: str, index: int, shape: Sequence[int]) -> TensorRecord:
-    """Kind 4: same tensor as record `index` (which must come earlier and not be an alias)."""
-    if not 0 <= index <= 0xFFFF:
-        raise ValueError(f"{name}: alias index {index} outside u16")
-    return TensorRecord(name, Kind.ALIAS, tuple(shape), struct.pack("<H", index))
-
-
-def encode(name: str, t: Tensor, kind: Kind, *, tau: Tensor | None = None) -> TensorRecord:
-    """Record of a float tensor rounded to `kind` (q2 needs τ; aliases use encode_alias)."""
-    if kind == Kind.Q2_ROWS:
-        if tau is None:
-            raise ValueError(f"{name}: q2 records need τ")
-        return encode_q2(name, symbols(t.detach().float(), tau), tau)
-    encoders = {Kind.FP16: encode_fp16, Kind.FP32: encode_fp32, Kind.INT8_ROWS: encode_int8}
-    if kind not in encoders:
-        raise ValueError(f"{name}: cannot encode kind {kind!r} from a tensor")
-    return encoders[Kind(kind)](name, t)
-
-
-def _frombuf(buf: bytes, dtype: str, offset: int, count: int) -> Tensor:
-    arr = np.frombuffer(buf, dtype=np.dtype(dtype), count=count, offset=offset)
-    return torch.from_numpy(arr.astype(arr.dtype.newbyteorder("="), copy=True))
-
-
-def decode_q2(rec: TensorRecord) -> tuple[Tensor, Tensor]:
-    """Kind 0 → (symbols (out,in) uint8, τ (out,) fp16)."""
-    out, n = rec.shape
-    tau = _frombuf(rec.payload, "<f2", 0, out)
-    packed = _frombuf(rec.payload, "u1", 2 * out, out * packed_row_bytes(n)).view(out, packed_row_bytes(n))
-    return unpack_rows(packed, n), tau
-
-
-def q2_tau(rec: TensorRecord) -> Tensor:
-    """τ (out,) fp16 of a kind-0 record, without unpacking its symbols."""
-    return _frombuf(rec.payload, "<f2", 0, rec.shape[0])
-
-
-def decode_int8(rec: TensorRecord) -> tuple[Tensor, Tensor]:
-    """Kind 3 → (q (out,in) int8, scale (out,) fp16)."""
-    out, n = rec.shape
-    return _frombuf(rec.payload, "i1", 2 * out, out * n).view(out, n), _frombuf(rec.payload, "<f2", 0, out)
-
-
-def decode(rec: TensorRecord) -> Tensor:
-    """A non-alias record as the fp32 tensor it stores (dequantised for kinds 0 and 3)."""
-    if rec.kind == Kind.Q2_ROWS:
-        out, n = rec.shape
-        packed = _frombuf(rec.payload, "u1", 2 * out, out * packed_row_bytes(n)).view(
-            out, packed_row_bytes(n)
-        )
-        return dequant_packed(packed, q2_tau(rec), n)
-    if rec.kind == Kind.INT8_ROWS:
-        return dequantize_rows(*decode_int8(rec))
-    if rec.kind == Kind.FP16:
-        return _frombuf(rec.payload, "<f2", 0, math.prod(rec.shape)).float().view(rec.shape)
-    if rec.kind == Kind.FP32:
-        return _frombuf(rec.payload, "<f4", 0, math.prod(rec.shape)).view(rec.shape)
-    raise ValueError(f"{rec.name}: an alias has no tensor of its own; resolve it with decode_all")
-
-
-def alias_index(rec: TensorRecord) -> int:
-    return struct.unpack("<H", rec.payload)[0]
-
-
-def decode_all(records: Sequence[TensorRecord]) -> dict[str, Tensor]:
-    """name → fp32 tensor for every record; an alias maps to the very tensor object it names."""
-    out: dict[str, Tensor] = {}
-    tensors: list[Tensor] = []
-    for rec in records:
-        t = tensors[alias_index(rec)] if rec.kind == Kind.ALIAS else decode(rec)
-        tensors.append(t)
-        out[rec.name] = t
-    return out
 
 
 # --- checks shared by writer and reader -------------------------------------------------------
@@ -257,24 +106,11 @@ def _sequence_fault(records: Sequence[TensorRecord], i: int, seen: set[str]) -> 
 
 
 def _content_fault(rec: TensorRecord) -> str | None:
-    """Fault in a record's payload values (τ / scales positive finite, zero padding, no -128), or None."""
-    if rec.kind not in (Kind.Q2_ROWS, Kind.INT8_ROWS):
+    """Fault in a record's payload values (the kind's checks: scales, padding, code range), or None."""
+    if rec.kind == Kind.ALIAS:
         return None
-    out, n = rec.shape
-    scale = np.frombuffer(rec.payload, dtype="<f2", count=out).astype(np.float32)
-    what = "τ" if rec.kind == Kind.Q2_ROWS else "scale"
-    if not (np.isfinite(scale).all() and (scale > 0).all()):
-        return f"{rec.name!r}: a row {what} is not a positive finite fp16"
-    if rec.kind == Kind.Q2_ROWS:
-        nb = packed_row_bytes(n)
-        packed = torch.from_numpy(
-            np.frombuffer(rec.payload, dtype="u1", offset=2 * out).reshape(out, nb).copy()
-        )
-        if not padding_is_zero(packed, n):
-            return f"{rec.name!r}: padding symbols are not 0"
-    elif (np.frombuffer(rec.payload, dtype="i1", offset=2 * out) == -128).any():
-        return f"{rec.name!r}: int8 value -128 (outside the symmetric range)"
-    return None
+    fault = rec.quant_kind.payload_fault(rec.payload, rec.shape)
+    return None if fault is None else f"{rec.name!r}: {fault}"
 
 
 def check_header(header: dict[str, Any]) -> str | None:
@@ -303,8 +139,12 @@ class Q2BNWriteInfo(NamedTuple):
     sha256: str
 
 
-def dumps_raw(header: dict[str, Any], records: Sequence[TensorRecord]) -> bytes:
-    """The decompressed Q2BN stream; header gets `tensor_count` and `body_sha256` added."""
+def dumps_raw(header: dict[str, Any], records: Sequence[TensorRecord], *, version: int = VERSION) -> bytes:
+    """The decompressed Q2BN stream; header gets `tensor_count` and `body_sha256` added.
+
+    version=1 writes the old layout (only for v1-compatible records; tests and fixtures)."""
+    if version not in READ_VERSIONS:
+        raise ValueError(f"version: must be one of {READ_VERSIONS}, got {version}")
     fault = check_header(header)
     if fault is None:
         clash = [k for k in WRITER_KEYS if k in header]
@@ -317,13 +157,13 @@ def dumps_raw(header: dict[str, Any], records: Sequence[TensorRecord]) -> bytes:
         if fault is not None:
             raise ValueError(fault)
         seen.add(rec.name)
-    body = b"".join(rec.to_bytes() for rec in records)
+    body = b"".join(rec.to_bytes(version) for rec in records)
     full = {**header, "tensor_count": len(records), "body_sha256": hashlib.sha256(body).hexdigest()}
     text = json.dumps(full, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     head = text.encode("utf-8")
     if len(head) > MAX_HEADER_BYTES:
         raise ValueError(f"header is {len(head)} bytes, more than {MAX_HEADER_BYTES}")
-    return PREFIX.pack(MAGIC, VERSION, len(head)) + head + body
+    return PREFIX.pack(MAGIC, version, len(head)) + head + body
 
 
 def compress_raw(raw: bytes, *, level: int = ZSTD_LEVEL, threads: int = 0) -> bytes:
@@ -335,10 +175,15 @@ def compress_raw(raw: bytes, *, level: int = ZSTD_LEVEL, threads: int = 0) -> by
 
 
 def dumps(
-    header: dict[str, Any], records: Sequence[TensorRecord], *, level: int = ZSTD_LEVEL, threads: int = 0
+    header: dict[str, Any],
+    records: Sequence[TensorRecord],
+    *,
+    level: int = ZSTD_LEVEL,
+    threads: int = 0,
+    version: int = VERSION,
 ) -> bytes:
     """The compressed artifact bytes."""
-    return compress_raw(dumps_raw(header, records), level=level, threads=threads)
+    return compress_raw(dumps_raw(header, records, version=version), level=level, threads=threads)
 
 
 def write_q2bn(
@@ -360,11 +205,12 @@ def write_q2bn(
 
 
 class Q2BNContents(NamedTuple):
-    """A parsed artifact: header, records and the decompressed stream's size."""
+    """A parsed artifact: header, records, the decompressed stream's size and the format version."""
 
     header: dict[str, Any]
     records: list[TensorRecord]
     raw_bytes: int
+    version: int = VERSION
 
 
 def decompress(data: bytes, source: str = "<bytes>") -> bytes:
@@ -415,7 +261,7 @@ class _Cursor:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
 
-def _read_record(cur: _Cursor, index: int) -> TensorRecord:
+def _read_record(cur: _Cursor, index: int, version: int) -> TensorRecord:
     start = cur.pos
     (name_len,) = cur.unpack("<H", f"record {index} name length")
     if name_len == 0:
@@ -424,16 +270,35 @@ def _read_record(cur: _Cursor, index: int) -> TensorRecord:
         name = cur.take(name_len, f"record {index} name").decode("utf-8")
     except UnicodeDecodeError:
         raise cur.fail(f"record {index} name is not UTF-8", start) from None
-    kind_byte, ndim = cur.unpack("<BB", f"record {index} kind and ndim")
-    if kind_byte not in Kind._value2member_map_:
-        raise cur.fail(f"record {index} ({name!r}) has unknown kind {kind_byte}", cur.pos - 2)
+    at = cur.pos
+    (kind_byte,) = cur.unpack("<B", f"record {index} kind")
+    known = V1_KINDS if version == 1 else tuple(Kind)
+    if kind_byte not in {int(k) for k in known}:
+        raise cur.fail(f"record {index} ({name!r}) has unknown kind {kind_byte} for version {version}", at)
     kind = Kind(kind_byte)
+    bits, group = V1_BITS.get(kind, 0), 0
+    if version >= 2:
+        bits, group, layout = cur.unpack("<BIB", f"record {index} bits, group size and scale layout")
+        try:
+            spec = record_spec(kind, bits, group)
+        except ValueError as e:
+            raise cur.fail(f"record {index} ({name!r}) {kind.name}: {e}", at + 1) from None
+        if spec is not None and bits != spec.bits:
+            raise cur.fail(
+                f"record {index} ({name!r}) {kind.name}: bits {bits}, expected {spec.bits}", at + 1
+            )
+        if layout != scale_layout(spec):
+            raise cur.fail(
+                f"record {index} ({name!r}) {kind.name}: scale layout {layout}, expected {int(scale_layout(spec))}",
+                at + 6,
+            )
+    (ndim,) = cur.unpack("<B", f"record {index} ndim")
     if ndim > MAX_NDIM:
         raise cur.fail(f"record {index} ({name!r}) has ndim {ndim} > {MAX_NDIM}", cur.pos - 1)
     shape = cur.unpack(f"<{ndim}I", f"record {index} dims")
     (payload_len,) = cur.unpack("<Q", f"record {index} payload length")
     try:
-        want = expected_payload_bytes(kind, shape)
+        want = expected_payload_bytes(kind, shape, bits, group)
     except ValueError as e:
         raise cur.fail(f"record {index} ({name!r}): {e}", start) from None
     if payload_len != want:
@@ -442,7 +307,7 @@ def _read_record(cur: _Cursor, index: int) -> TensorRecord:
             cur.pos - 8,
         )
     payload = cur.take(payload_len, f"record {index} ({name!r}) payload")
-    return TensorRecord(name, kind, shape, payload)
+    return TensorRecord(name, kind, shape, payload, bits, group)
 
 
 def parse_raw(raw: bytes, source: str = "<bytes>") -> Q2BNContents:
@@ -451,8 +316,8 @@ def parse_raw(raw: bytes, source: str = "<bytes>") -> Q2BNContents:
     magic, version, header_len = cur.unpack("<4sBI", "prefix")
     if magic != MAGIC:
         raise cur.fail(f"bad magic {magic!r}, expected {MAGIC!r}", 0)
-    if version != VERSION:
-        raise cur.fail(f"unsupported Q2BN version {version} (this reader knows {VERSION})", 4)
+    if version not in READ_VERSIONS:
+        raise cur.fail(f"unsupported Q2BN version {version} (this reader knows {READ_VERSIONS})", 4)
     if not 2 <= header_len <= min(MAX_HEADER_BYTES, len(raw) - PREFIX.size):
         raise cur.fail(
             f"header length {header_len} outside 2..{min(MAX_HEADER_BYTES, len(raw) - PREFIX.size)}", 5
@@ -478,14 +343,14 @@ def parse_raw(raw: bytes, source: str = "<bytes>") -> Q2BNContents:
     seen: set[str] = set()
     for i in range(count):
         start = cur.pos
-        records.append(_read_record(cur, i))
+        records.append(_read_record(cur, i, version))
         fault = _sequence_fault(records, i, seen) or _content_fault(records[i])
         if fault is not None:
             raise cur.fail(f"record {i}: {fault}", start)
         seen.add(records[i].name)
     if cur.pos != len(raw):
         raise cur.fail(f"{len(raw) - cur.pos} trailing bytes after {count} records")
-    return Q2BNContents(header, records, len(raw))
+    return Q2BNContents(header, records, len(raw), version)
 
 
 def _reject_constant(name: str) -> None:

@@ -32,7 +32,7 @@ from golfmodel.atomic import atomic_write_bytes
 from golfmodel.model import CONTROL_TENSOR_PATTERNS
 from golfmodel.q2bn.artifact import ModelBuilder, PackResult, TensorInfo, build_from_config, storage_key
 from golfmodel.q2bn.format import check_header
-from golfmodel.quant.q2linear import no_tau_init
+from golfmodel.quant.qlinear import no_tau_init
 
 FORMAT = "int8_clean_per_row_v1"
 BASELINE_CONTROL_PATTERNS = CONTROL_TENSOR_PATTERNS  # the challenge baseline's fp32 control tensors

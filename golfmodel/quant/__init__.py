@@ -1,6 +1,13 @@
-"""golfmodel.quant: the Q² 2-bit row quantiser and per-row int8 (SPEC §4).
+"""golfmodel.quant: quantisation as data (SPEC §4 rev. 2) — specs, one class per storage kind, plans, QAT layers.
 
-q2.py        fit_tau, symbols, dequant, fake_quant (masked STE), Gray code, pack_rows / unpack_rows
-q2linear.py  Q2Linear: fp32 shadow weight + fp16-representable τ buffer, QAT switch
-int8.py      quantize_rows / dequantize_rows: per-row symmetric int8 with fp16 scales
+spec.py      QuantSpec(kind, bits, group_size, scale): how one tensor is stored
+kind.py      QuantKind: the interface (grid, scale fit / Lloyd update, STE + LSQ, encode / decode, bytes)
+kinds.py     Q2Kind, TernaryKind, IntKind, FP8Kind, FloatKind and kind_for(spec)
+qlinear.py   QLinear (any kind; tensor QAT switch; learned scales), Q2Linear (the q2 case), make_linear
+plan.py      QuantRule / QuantPlan, the one table of named plans and arm aliases
+assign.py    plan_linears (the models' layer factory), slot_for / storage_specs (which tensor gets which spec)
+q2.py        the Q² grid: exact τ solve, symbols, Gray packing (used by Q2Kind)
+int8.py      per-row int8 (the same rule as int8:absmax; kept for callers of quantize_rows)
+bitpack.py   b-bit and base-3 row packing
+q2linear.py  old import path of Q2Linear
 """

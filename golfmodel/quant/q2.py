@@ -79,8 +79,10 @@ def _check_act_weight(w: Tensor, act_weight: Tensor | None) -> Tensor | None:
     if act_weight is None:
         return None
     a = act_weight.to(device=w.device, dtype=torch.float64)
-    if a.shape != (w.shape[1],):
-        raise ValueError(f"act_weight must have shape ({w.shape[1]},), got {tuple(a.shape)}")
+    if a.shape != (w.shape[1],) and a.shape != tuple(w.shape):
+        raise ValueError(
+            f"act_weight must have shape ({w.shape[1]},) or {tuple(w.shape)} (per row), got {tuple(a.shape)}"
+        )
     if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
         raise ValueError("act_weight must be finite and non-negative")
     return a
@@ -104,7 +106,7 @@ class _RowStats:
             self.cum_au = torch.cat([zero, u.cumsum(1)], 1)  # (R, n+1)
             self.s2 = (u * u).sum(1, keepdim=True)
         else:
-            a = a[order]  # (R, n) weights in sorted order
+            a = a[order] if a.ndim == 1 else torch.gather(a, 1, order)  # (R, n) weights in sorted order
             self.cum_a = torch.cat([zero, a.cumsum(1)], 1)  # (R, n+1): Σ a over the k smallest
             self.cum_au = torch.cat([zero, (a * u).cumsum(1)], 1)
             self.s2 = (a * u * u).sum(1, keepdim=True)  # (R, 1)
@@ -167,7 +169,8 @@ def fit_tau(
     """Per-row τ (out,) fp32, fp16-representable, minimising Σ_j a_j (w_rj - ŵ_rj)².
 
     w: (out, in) weights. act_weight: (in,) non-negative column weights (e.g. E[x²] of the
-    layer input on calibration data) or None for plain squared error. multipliers: None for the
+    layer input on calibration data), or (out, in) weights per row (group scales fit each group
+    as a row), or None for plain squared error. multipliers: None for the
     exact solve; otherwise τ is searched over multipliers·rms(row) (each fp16-rounded).
     All-zero rows get the smallest normal fp16.
     """
@@ -186,7 +189,7 @@ def fit_tau(
     taus = []
     for i in range(0, out, rows):  # loop over row chunks only, to bound memory
         wc = w[i : i + rows]
-        st = _RowStats(wc, a)
+        st = _RowStats(wc, a if a is None or a.ndim == 1 else a[i : i + rows])
         if multipliers is None:
             best = _exact_tau(st)
         else:

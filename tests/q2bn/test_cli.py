@@ -32,7 +32,7 @@ def test_inspect_prints_header_tensors_and_sizes(
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
     assert '"settings_hash"' in out and '"tokenizer"' in out
-    assert "blocks.0.up.weight" in out and "q2_rows" in out and "alias" in out
+    assert "blocks.0.up.weight" in out and " q2 " in out and "alias" in out
     assert f"{result.compressed_bytes:,}" in out and f"{result.raw_bytes:,}" in out
 
 

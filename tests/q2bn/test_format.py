@@ -77,11 +77,11 @@ def _record_bytes(
     )
 
 
-def _raw(body: bytes, count: int, **header: Any) -> bytes:
-    """A decompressed stream with a correct body hash around a hand-made body."""
+def _raw(body: bytes, count: int, version: int = 1, **header: Any) -> bytes:
+    """A decompressed stream with a correct body hash around a hand-made body (v1 record layout by default)."""
     head = {**HEADER, "tensor_count": count, "body_sha256": hashlib.sha256(body).hexdigest(), **header}
     text = json.dumps(head).encode()
-    return PREFIX.pack(MAGIC, VERSION, len(text)) + text + body
+    return PREFIX.pack(MAGIC, version, len(text)) + text + body
 
 
 def test_round_trip_all_kinds(tmp_path: Path) -> None:
@@ -199,10 +199,11 @@ def test_wrong_magic_rejected() -> None:
 
 
 def test_wrong_version_rejected() -> None:
-    """A version other than 1 is rejected, naming the version."""
+    """A version other than 1 or 2 is rejected, naming the version."""
     raw = bytearray(dumps_raw(HEADER, _records()))
-    raw[4] = 2
-    with pytest.raises(Q2BNError, match="version 2"):
+    assert raw[4] == VERSION == 2
+    raw[4] = 3
+    with pytest.raises(Q2BNError, match="version 3"):
         loads(compress_raw(bytes(raw)), "x")
 
 
