@@ -68,21 +68,6 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def source_tree_hash(roots: Sequence[Path]) -> str:
-    """sha256 over every .py file under `roots` (folders, or single files): relative path + bytes, sorted."""
-    h = hashlib.sha256()
-    for root in roots:
-        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        for path in files:
-            if "__pycache__" in path.parts:
-                continue
-            rel = path.name if path == root else path.relative_to(root).as_posix()
-            h.update(f"{root.name}/{rel}\0".encode())
-            h.update(path.read_bytes())
-            h.update(b"\0")
-    return h.hexdigest()
-
-
 def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str]:
     """Installed versions of `names` ("absent" when not installed) plus the Python version."""
     out = {"python": platform.python_version()}

@@ -10,7 +10,9 @@ rename (new inode) is hashed again. Only a change that leaves ctime alone — bi
 filesystem — escapes the guard; downloaded files are checked against the published SHA256SUMS
 anyway, and stage outputs are re-verified by their own rules (`golf.tasks.cache`).
 
-The store is a small JSON map written atomically; concurrent runs may drop each other's
+As in git's "racy" rule, a file changed less than RACY_NS before it was hashed is not remembered
+(filesystem timestamps are coarse: two writes within one clock tick can share a ctime), so it
+is hashed again next time. The store is a small JSON map written atomically; concurrent runs may drop each other's
 entries (last writer wins), which only costs a re-hash.
 """
 
@@ -19,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from golf.tasks.cache import sha256_file, write_json_atomic
 
 STORE_NAME = ".digests.json"
+RACY_NS = 2 * 10**9  # a file modified this recently is hashed but its digest not remembered
 ABSENT = "absent"  # the digest of a file that does not exist (the stage itself then fails, naming it)
 
 
@@ -62,7 +66,8 @@ class FileDigests:
             return str(entry["sha256"])
         value = sha256_file(p)
         self.hashed.append(p)
-        if _stat_key(p.stat()) == guard:  # unchanged while hashing: safe to remember
+        settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > RACY_NS
+        if settled and _stat_key(p.stat()) == guard:  # unchanged while hashing and not racy: remember
             self._entries[key] = {"stat": guard, "sha256": value}
             self._dirty = True
         return value
