@@ -61,6 +61,7 @@ PLUMBING = (
     "golf.tasks.digests",
     "golf.tasks.fingerprint",
     "golf.tasks.inputs",
+    "golf.tasks.records",
     "golf.tasks.runs",
     "golf.tasks.subproc",
     "golf.settings",  # the package __init__, schema and loader; golf.settings.convert is followed

@@ -13,7 +13,11 @@ Hashes are checked where one is published: a `SHA256SUMS` file at the
 repository root (paths relative to `datasets/`, as in the sample mirror) and the
 hub's LFS sha256 (a 64-hex ETag). Network faults (connection errors, timeouts,
 408/429/5xx) are retried with exponential backoff; a 404 or a checksum mismatch
-is raised at once.
+is raised at once. The first contact (resolving the revision) gives up within
+FIRST_CONTACT_S with `HubUnreachableError`, which says how to work offline (a mirror).
+Where every shard of a split is fetched, the headers' token total must equal the
+manifest's `stats.tokens_<split>` (another variant's shards in the folder fail).
+`mirror_files` lists what a download reads from a mirror, for content-keyed caching.
 """
 
 from __future__ import annotations
