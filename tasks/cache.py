@@ -131,10 +131,19 @@ def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a unique tmp file in the same folder and `os.replace` it into place."""
+    """Write JSON through a unique tmp file in the same folder and `os.replace` it into place.
+
+    A failed write (a full disk, a read-only folder) raises an OSError naming `path` and the reason.
+    """
+    from golfmodel.atomic import write_error
+
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from e
 
 
 class StageCache:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 HASH_CHUNK = 1 << 22
+MAX_SHOWN = 5  # input files named one by one in a key's explanation
 
 
 class CacheError(RuntimeError):
@@ -97,7 +98,10 @@ class StageRecord:
 def explain_key(record: StageRecord) -> str:
     """One line saying what a record's key was made of (why a cached stage hit): key, settings, inputs, code."""
     ups = ", ".join(f"{s} {h[:10]}" for s, h in sorted(record.upstream.items())) or "none"
-    ins = ", ".join(f"{Path(k).name} {v[:10]}" for k, v in sorted(record.inputs.items())) or "none"
+    items = sorted(record.inputs.items())
+    ins = ", ".join(f"{Path(k).name} {v[:10]}" for k, v in items[:MAX_SHOWN]) or "none"
+    if len(items) > MAX_SHOWN:  # e.g. 80 mirror shards: a count and the hash over all of them
+        ins += f", +{len(items) - MAX_SHOWN} more (all {sha256_json(dict(items))[:10]})"
     return (
         f"key {record.key[:12]} = settings {sha256_json(record.config)[:10]}; upstream {ups}; "
         f"inputs {ins}; code {record.env[:10]}"
