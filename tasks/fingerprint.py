@@ -142,6 +142,15 @@ def imports_of(
     return ours, third
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed(
+    path: Path, module: str, is_pkg: bool, mtime_ns: int, size: int
+) -> tuple[frozenset[str], frozenset[str]]:
+    """imports_of one file, parsed once per process per version (the stages share most modules)."""
+    ours, third = imports_of(path.read_text(encoding="utf-8"), module, is_pkg, filename=str(path))
+    return frozenset(ours), frozenset(third)
+
+
 def collect(roots: Iterable[str], *, optional: Iterable[str] = ()) -> tuple[dict[str, Path], set[str]]:
     """({module: source file} reachable from `roots`, third-party top-level imports), plumbing excluded."""
     skip_missing = set(optional)
@@ -159,7 +168,8 @@ def collect(roots: Iterable[str], *, optional: Iterable[str] = ()) -> tuple[dict
             raise FingerprintError(f"module {name} is imported or declared but has no source file")
         path, is_pkg = loc
         found[name] = path
-        ours, tp = imports_of(path.read_text(encoding="utf-8"), name, is_pkg, filename=str(path))
+        st = path.stat()
+        ours, tp = _parsed(path, name, is_pkg, st.st_mtime_ns, st.st_size)
         third |= tp
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)) if _is_ours(".".join(parts[:i])))
