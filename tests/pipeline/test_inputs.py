@@ -106,3 +106,15 @@ def test_edit_with_mtime_restored_is_hashed_again(tmp_path: Path) -> None:
 def test_missing_input_file_is_keyed_as_absent(tmp_path: Path) -> None:
     """A missing file hashes as "absent" (the stage itself then fails naming it)."""
     assert FileDigests(None).digest(tmp_path / "nosuch.bin") == ABSENT
+
+
+def test_repo_docs_are_a_download_input_when_tokenising_them(mirror: Path, tmp_path: Path) -> None:
+    """tokeniser.source=docs without a path reads the mirror's docs_selected.jsonl: appending to it changes
+    the download's inputs (download, then tokenise, re-run)."""
+    s = _settings(f"data.mirror={mirror}", "tokeniser.source=docs")
+    digests = FileDigests(tmp_path / "d.json")
+    before = stage_inputs("download", s, digests)
+    with (mirror / "datasets" / "docs_selected.jsonl").open("a") as f:
+        f.write('{"text": "one more document"}\n')
+    after = stage_inputs("download", s, digests)
+    assert "mirror/datasets/docs_selected.jsonl" in before and after != before
