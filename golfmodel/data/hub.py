@@ -328,9 +328,13 @@ class _Hub:
             meta = self._metadata(f"{cfg.remote_root}/{MANIFEST}", cfg.revision, deadline_s=FIRST_CONTACT_S)
         except HubError as exc:
             if exc.__cause__ is not None and is_network_fault(exc.__cause__):
+                pin = (
+                    "; or pin data.revision to a commit SHA (a run's provenance.json records the resolved "
+                    "one) to reuse a cached download without the hub"
+                )
                 raise HubUnreachableError(
                     f"cannot reach the hub at {endpoint} to resolve {cfg.repo_id}@{cfg.revision} "
-                    f"({type(exc.__cause__).__name__}: {exc.__cause__}); {OFFLINE_HINT}"
+                    f"({type(exc.__cause__).__name__}: {exc.__cause__}); {OFFLINE_HINT}{pin}"
                 ) from exc
             raise
         if not meta.commit_hash:
