@@ -7,14 +7,16 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MIRROR := $(abspath ../shared/fineweb-sample)
+# Not $(abspath …)/$(wildcard …): make splits their arguments at spaces, so a checkout under a path
+# with a space would silently lose the mirror. The shell sees the path as one quoted word.
+MIRROR := $(shell cd "$(CURDIR)/.." && pwd)/shared/fineweb-sample
 
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export HF_HUB_DISABLE_TELEMETRY := 1
 # Use the local FineWeb sample as the data mirror when it exists, the hub otherwise.
-ifneq ($(wildcard $(MIRROR)/datasets/manifest.json),)
+ifneq ($(shell test -f "$(MIRROR)/datasets/manifest.json" && echo yes),)
 export GOLF_DATA__MIRROR ?= $(MIRROR)
 endif
 

@@ -63,7 +63,7 @@ def golf_pipeline(
             message = str(e)
             log.error("pipeline stopped: %s", message)
         if dl := step.records.get("download"):
-            run.update_provenance(data=dl.values.get("provenance", {}))
+            run.update_provenance(data=dl.metrics.get("provenance", {}))
         summary = finish_report(run, step.records.get("report"), step.status, summarise(step.records))
         run.write_status(step.status, "failed" if message else "completed", message)
         create_markdown_artifact(

@@ -15,11 +15,23 @@ from golf.tasks.common import cached_stage, logger
 
 
 def byte_table(tokenise: StageRecord) -> Any:
-    """The scorer's bytes-per-token table for the tokens' variant."""
+    """The scorer's bytes-per-token table for the tokens' variant; it must cover their vocabulary.
+
+    A tokenizer with fewer pieces than the variant's vocabulary (e.g. a 512-piece model for
+    tokeniser.variant=sp1024) fails here, naming the tokenizer file and the setting.
+    """
     from golfmodel.eval import ByteTable
 
     tok = tokenise.values.get("tokenizer")
-    return ByteTable.from_sentencepiece(tokenise.path(tok)) if tok else ByteTable.byte260()
+    table = ByteTable.from_sentencepiece(tokenise.path(tok)) if tok else ByteTable.byte260()
+    vocab, variant = tokenise.values["vocab_size"], tokenise.values.get("variant")
+    if table.vocab_size < vocab:
+        raise ValueError(
+            f"tokenizer {tokenise.path(tok) if tok else 'byte260'} has {table.vocab_size} pieces, but "
+            f"tokeniser.variant={variant} means a vocabulary of {vocab}: set tokeniser.variant="
+            f"sp{table.vocab_size} or use a tokenizer with {vocab} pieces"
+        )
+    return table
 
 
 def count_bigrams(tokenise: StageRecord, work: Path) -> StageResult:

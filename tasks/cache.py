@@ -3,15 +3,17 @@
 Pure logic (no Prefect import), so every caching rule of SPEC §8 is tested without a server.
 
 A stage's key is the sha256 of: the stage name, the stage's own settings subset, the content
-hashes of its upstream records, and the environment fingerprint (a hash of the `golfmodel` and
-`golf.tasks` sources and `settings/convert.py`, plus the installed versions of the packages that
-shape the numbers). Consequences:
+hashes of its upstream records, the content hashes of the other files it reads (mirror files,
+a document source; the resolved hub commit — `golf.tasks.inputs`), and its code fingerprint (the
+sources of the modules the stage runs plus the versions of the packages they import —
+`golf.tasks.fingerprint`). Consequences:
 
 - nothing changed → every key is the same → every stage is a cache hit;
-- a changed setting changes that stage's key → it re-runs; its downstream re-runs when its
-  outputs' content changed (their keys hold its content hash; byte-identical outputs are a
-  legitimate hit, like Bazel's early cut-off);
-- a deleted or resized output makes the entry invalid → the stage re-runs.
+- a changed setting or input file changes that stage's key → it re-runs; its downstream re-runs
+  when its outputs' content changed (their keys hold its content hash; byte-identical outputs
+  are a legitimate hit, like Bazel's early cut-off);
+- a deleted or resized output, or one whose bytes no longer match the recorded sha256, makes
+  the entry invalid → the stage re-runs (the reason is kept in `StageCache.invalid`).
 
 A stage computes into `.work-<key>/` (kept across failures, so a retried training run finds
 its checkpoint), writes `record.json` last, and renames the folder into place atomically.
@@ -24,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import functools
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -34,52 +34,33 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from golf.tasks.records import (
+    CacheError,
+    OutputFile,
+    StageRecord,
+    StageResult,
+    content_hash,
+    explain_key,
+    sha256_file,
+    sha256_json,
+    verify_outputs,
+)
+
+__all__ = [  # the records' names stay importable from here (golf.tasks.cache was their home)
+    "CacheError", "OutputFile", "StageCache", "StageRecord", "StageResult", "content_hash", "explain_key",
+    "file_lock", "sha256_file", "sha256_json", "stage_key", "verify_outputs", "write_json_atomic",
+]  # fmt: skip
+
 RECORD_NAME = "record.json"
-FORMAT_VERSION = 1  # bump to invalidate every cached record (a change of this module's rules)
+FORMAT_VERSION = 2  # bump to invalidate every cached record (a change of this module's rules)
 VERSIONED_PACKAGES = ("torch", "numpy", "sentencepiece", "zstandard", "prefect")
-HASH_CHUNK = 1 << 22
-
-
-class CacheError(RuntimeError):
-    """The cache cannot serve or store a stage (missing upstream, unreadable record, ...)."""
 
 
 # ---------------------------------------------------------------------------
-# Hashing
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_json(obj: Any) -> str:
-    """sha256 of a JSON value in canonical form (sorted keys, no spaces; paths as strings)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def source_tree_hash(roots: Sequence[Path]) -> str:
-    """sha256 over every .py file under `roots` (folders, or single files): relative path + bytes, sorted."""
-    h = hashlib.sha256()
-    for root in roots:
-        files = [root] if root.is_file() else sorted(root.rglob("*.py"))
-        for path in files:
-            if "__pycache__" in path.parts:
-                continue
-            rel = path.name if path == root else path.relative_to(root).as_posix()
-            h.update(f"{root.name}/{rel}\0".encode())
-            h.update(path.read_bytes())
-            h.update(b"\0")
-    return h.hexdigest()
+# Keys
 
 
 def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str]:
@@ -93,111 +74,29 @@ def package_versions(names: Sequence[str] = VERSIONED_PACKAGES) -> dict[str, str
     return out
 
 
-def source_roots() -> list[Path]:
-    """The code whose change must invalidate cached results: golfmodel, golf.tasks and the
-    settings → dataclass conversion (the schema itself reaches the keys through the settings)."""
-    import golfmodel
+def stage_environment(stage: str) -> str:
+    """The code fingerprint of `stage` (its modules' sources + package versions) and the cache format."""
+    from golf.tasks.fingerprint import stage_fingerprint
 
-    here = Path(__file__).resolve().parent
-    return [Path(golfmodel.__file__).resolve().parent, here, here.parent / "settings" / "convert.py"]
+    return sha256_json({"format": FORMAT_VERSION, "code": stage_fingerprint(stage).digest})
 
 
-@functools.lru_cache(maxsize=1)
-def environment_fingerprint() -> str:
-    """Hash of the library sources and installed versions (computed once per process)."""
+def stage_key(
+    stage: str,
+    config: Mapping[str, Any],
+    upstream: Mapping[str, str],
+    environment: str,
+    inputs: Mapping[str, str] | None = None,
+) -> str:
+    """Cache key of a stage: its name, settings subset, upstream content hashes, input file hashes, code."""
     return sha256_json(
-        {
-            "format": FORMAT_VERSION,
-            "code": source_tree_hash(source_roots()),
-            "versions": package_versions(),
-        }
-    )
-
-
-def stage_key(stage: str, config: Mapping[str, Any], upstream: Mapping[str, str], environment: str) -> str:
-    """Cache key of a stage: its name, settings subset, upstream content hashes, environment."""
-    return sha256_json(
-        {"stage": stage, "config": config, "upstream": dict(sorted(upstream.items())), "env": environment}
-    )
+        {"stage": stage, "config": config, "upstream": dict(sorted(upstream.items())), "env": environment,
+         "inputs": dict(sorted((inputs or {}).items()))}
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
 # Records
-
-
-@dataclass(frozen=True, kw_only=True)
-class OutputFile:
-    """One output file of a stage: size, sha256 and mtime (a newer mtime triggers a re-hash)."""
-
-    sha256: str
-    bytes: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> OutputFile:
-        st = path.stat()
-        return cls(sha256=sha256_file(path), bytes=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-@dataclass(frozen=True, kw_only=True)
-class StageRecord:
-    """A stage's small record: its folder, outputs (relative paths), values and metrics.
-
-    `values` are small results that downstream stages consume (they enter the content hash);
-    `metrics` are measurements (bpb, seconds, ...) kept for the report and not hashed, so a
-    re-run that reproduces the same files leaves downstream keys unchanged.
-    """
-
-    stage: str
-    key: str
-    dir: str
-    outputs: dict[str, OutputFile]
-    values: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    upstream: dict[str, str] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    created: float = 0.0
-    seconds: float = 0.0
-    content_hash: str = ""
-
-    def path(self, rel: str) -> Path:
-        """Absolute path of an output (or any file) inside the stage folder."""
-        return Path(self.dir) / rel
-
-    def paths(self, key: str) -> list[Path]:
-        """Absolute paths of a list-valued entry of `values` (e.g. the train shards)."""
-        return [self.path(p) for p in self.values[key]]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["outputs"] = {k: vars(v) for k, v in self.outputs.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StageRecord:
-        d = dict(d)
-        d["outputs"] = {k: OutputFile(**v) for k, v in d.get("outputs", {}).items()}
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def content_hash(outputs: Mapping[str, OutputFile], values: Mapping[str, Any]) -> str:
-    """What downstream keys depend on: the outputs' bytes and the consumed values."""
-    return sha256_json({"outputs": {k: v.sha256 for k, v in sorted(outputs.items())}, "values": values})
-
-
-@dataclass(frozen=True, kw_only=True)
-class StageResult:
-    """What a stage's compute function returns.
-
-    `outputs`: relative paths (files, or folders = every file below) that make up the result;
-    None = every file in the work folder. `prune`: relative paths deleted before the folder
-    is committed (e.g. training checkpoints that only served resumption).
-    """
-
-    values: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    outputs: Sequence[str] | None = None
-    prune: Sequence[str] = ()
 
 
 # ---------------------------------------------------------------------------
@@ -208,7 +107,13 @@ class StageResult:
 def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
     """Exclusive `flock` on `path` (created if needed); yields False if non-blocking and busy."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:  # 0o666 & ~umask: a group-shared cache (umask 002) gives teammates a lock they can open
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    except PermissionError:  # someone else's lock file without group write: flock works on a read-only fd
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise CacheError(f"cannot open the lock file {path}: {e.strerror}") from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -226,21 +131,46 @@ def file_lock(path: Path, *, blocking: bool = True) -> Iterator[bool]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a unique tmp file in the same folder and `os.replace` it into place."""
+    """Write JSON through a unique tmp file in the same folder and `os.replace` it into place.
+
+    A failed write (a full disk, a read-only folder) raises an OSError naming `path` and the reason.
+    """
+    from golfmodel.atomic import write_error
+
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from e
 
 
 class StageCache:
-    """`<root>/<stage>/<key>/` folders holding a stage's outputs and `record.json`."""
+    """`<root>/<stage>/<key>/` folders holding a stage's outputs and `record.json`.
 
-    def __init__(self, root: str | Path, *, environment: str | None = None) -> None:
+    environment: the code fingerprint entering every key — a fixed string (tests), a function of
+    the stage name, or None for `stage_environment` (the stage's own modules and versions).
+    """
+
+    def __init__(self, root: str | Path, *, environment: str | Callable[[str], str] | None = None) -> None:
         self.root = Path(root).resolve()
-        self.environment = environment if environment is not None else environment_fingerprint()
+        self._environment = stage_environment if environment is None else environment
+        self.invalid: dict[str, str] = {}  # stage -> why its entry for the last key looked up was invalid
 
-    def key(self, stage: str, config: Mapping[str, Any], upstream: Mapping[str, StageRecord]) -> str:
-        return stage_key(stage, config, {s: r.content_hash for s, r in upstream.items()}, self.environment)
+    def environment(self, stage: str) -> str:
+        env = self._environment
+        return env if isinstance(env, str) else env(stage)
+
+    def key(
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        upstream: Mapping[str, StageRecord],
+        inputs: Mapping[str, str] | None = None,
+    ) -> str:
+        ups = {s: r.content_hash for s, r in upstream.items()}
+        return stage_key(stage, config, ups, self.environment(stage), inputs)
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -251,39 +181,58 @@ class StageCache:
     def lock_path(self, stage: str, key: str) -> Path:
         return self.root / stage / f".{key}.lock"
 
-    def load(self, stage: str, key: str, *, verify: bool = False) -> StageRecord | None:
-        """The valid record at `<stage>/<key>`, or None (absent, unreadable or an output missing/changed).
+    def inspect(self, stage: str, key: str, *, verify: bool = False) -> tuple[StageRecord | None, str]:
+        """(the valid record at `<stage>/<key>` or None, why not: "" for a hit, "absent", or the fault).
 
-        Validity: `record.json` parses, every listed output exists with its recorded size; a file
-        whose mtime is newer than recorded (or every file, with `verify`) is re-hashed.
+        Validity: `record.json` parses and every listed output exists with its recorded size; a
+        file whose mtime differs from the recorded one (either way: `cp`, an edit, a restore) — or
+        every file, with `verify` — is re-hashed and must match its recorded sha256.
         """
         folder = self.folder(stage, key)
         try:
             raw = json.loads((folder / RECORD_NAME).read_text())
             record = StageRecord.from_dict(raw)
-        except (OSError, ValueError, TypeError):
-            return None
+        except FileNotFoundError:
+            return None, "absent"
+        except (OSError, ValueError, TypeError) as e:
+            return None, f"{folder / RECORD_NAME} is unreadable ({e})"
         if record.key != key or record.stage != stage:
-            return None
+            return None, f"{folder / RECORD_NAME} belongs to {record.stage}/{record.key[:12]}"
         for rel, out in record.outputs.items():
+            path = folder / rel
             try:
-                st = (folder / rel).stat()
+                st = path.stat()
             except OSError:
-                return None
+                return None, f"output {path} is missing"
             if st.st_size != out.bytes:
-                return None
-            if (verify or st.st_mtime_ns > out.mtime_ns) and sha256_file(folder / rel) != out.sha256:
-                return None
+                return None, f"output {path} has {st.st_size} bytes, {out.bytes} recorded"
+            if (verify or st.st_mtime_ns != out.mtime_ns) and sha256_file(path) != out.sha256:
+                return None, f"output {path} does not match its recorded sha256 {out.sha256[:16]}…"
         # The folder may have moved (a copied artifacts dir): point the record at where it is now.
         if record.dir != str(folder):
             record = StageRecord.from_dict({**raw, "dir": str(folder)})
+        return record, ""
+
+    def load(self, stage: str, key: str, *, verify: bool = False) -> StageRecord | None:
+        """The valid record at `<stage>/<key>`, or None (see `inspect`; the reason goes to `invalid`)."""
+        record, why = self.inspect(stage, key, verify=verify)
+        if why and why != "absent":
+            self.invalid[stage] = why
+        else:
+            self.invalid.pop(stage, None)
         return record
 
     def lookup(
-        self, stage: str, config: Mapping[str, Any], upstream: Mapping[str, StageRecord]
+        self,
+        stage: str,
+        config: Mapping[str, Any],
+        upstream: Mapping[str, StageRecord],
+        *,
+        inputs: Mapping[str, str] | None = None,
+        verify: bool = False,
     ) -> StageRecord | None:
         """The cached record for these inputs, or None."""
-        return self.load(stage, self.key(stage, config, upstream))
+        return self.load(stage, self.key(stage, config, upstream, inputs), verify=verify)
 
     def run(
         self,
@@ -294,20 +243,25 @@ class StageCache:
         *,
         resume: bool = False,
         force: bool = False,
+        inputs: Mapping[str, str] | None = None,
+        verify: bool = False,
     ) -> tuple[StageRecord, bool]:
         """Serve the stage from the cache or compute it; returns (record, was_cached).
 
         `compute(work_dir)` writes the outputs into `work_dir`. With `resume`, a work folder left
         by a failed attempt is kept (the trainer resumes from its checkpoint); otherwise it is
-        cleared first. `force` recomputes even when a valid entry exists.
+        cleared first. `force` recomputes even when a valid entry exists. `inputs`: content
+        hashes of the stage's other input files (part of the key). `verify`: re-hash every
+        output of a cached entry before serving it (a mismatch recomputes the stage).
         """
-        key = self.key(stage, config, upstream)
-        if not force and (hit := self.load(stage, key)) is not None:
+        inputs = dict(sorted((inputs or {}).items()))
+        key = self.key(stage, config, upstream, inputs)
+        if not force and (hit := self.load(stage, key, verify=verify)) is not None:
             _touch(self.folder(stage, key) / RECORD_NAME)
             return hit, True
         with file_lock(self.lock_path(stage, key)):
             # Another run may have finished the same key while this one waited for the lock.
-            if not force and (hit := self.load(stage, key)) is not None:
+            if not force and (hit := self.load(stage, key, verify=verify)) is not None:
                 _touch(self.folder(stage, key) / RECORD_NAME)
                 return hit, True
             work = self.work_folder(stage, key)
@@ -334,6 +288,8 @@ class StageCache:
                 metrics=_jsonable(result.metrics),
                 upstream={s: r.content_hash for s, r in upstream.items()},
                 config=_jsonable(dict(config)),
+                inputs=inputs,
+                env=self.environment(stage),
                 created=time.time(),
                 seconds=seconds,
                 content_hash=content_hash(outputs, _jsonable(result.values)),

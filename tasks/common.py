@@ -20,9 +20,11 @@ from prefect import get_run_logger
 from prefect.states import Completed, Failed, State
 
 from golf.settings import Settings, SettingsError
-from golf.tasks.cache import CacheError, StageCache, StageRecord, StageResult
+from golf.tasks.cache import CacheError, StageCache, StageRecord, StageResult, explain_key
+from golf.tasks.digests import STORE_NAME, FileDigests
+from golf.tasks.inputs import stage_inputs
 from golf.tasks.runs import RunDir
-from golf.tasks.stages import UPSTREAM, needed_stages, stage_config
+from golf.tasks.stages import UPSTREAM, VERIFY_ALWAYS, needed_stages, stage_config
 from golf.tasks.subproc import SubprocessFailed, SubprocessTimeout
 
 # Library errors that mean "bad input or a failed stage", not "a bug": reported as one line.
@@ -30,6 +32,7 @@ _ERROR_NAMES = (
     "golfmodel.data.shards:ShardError",
     "golfmodel.data.tokenise:DocumentError",
     "golfmodel.data.hub:HubError",
+    "golf.tasks.fingerprint:FingerprintError",
     "golfmodel.eval.bpb:AuditError",
     "golfmodel.q2bn.format:Q2BNError",
     "golfmodel.q2bn.int8zlib:Int8ZlibError",
@@ -74,6 +77,15 @@ def cache_for(settings: Settings) -> StageCache:
     return StageCache(Path(settings.pipeline.artifacts_dir) / "cache")
 
 
+def inputs_for(stage: str, settings: Settings, cache: StageCache) -> dict[str, str]:
+    """Content hashes of the files `stage` reads outside its upstream (remembered under the cache root)."""
+    digests = FileDigests(cache.root / STORE_NAME)
+    try:
+        return stage_inputs(stage, settings, digests)
+    finally:
+        digests.save()
+
+
 def logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
     """The Prefect run logger inside a run, the module logger outside one (plain calls in tests)."""
     try:
@@ -100,21 +112,31 @@ def cached_stage(
     *,
     resume: bool = False,
     force: bool = False,
+    inputs_arg: bool = False,
 ) -> StageRecord | State[Any]:
     """Serve `stage` from the cache (a Cached state) or compute it (its record); Failed on a stage error.
 
+    The key holds the content hashes of the stage's input files (`golf.tasks.inputs`); with
+    `inputs_arg`, `compute(work, inputs)` receives them (download fetches the commit it was keyed
+    on). Stages in VERIFY_ALWAYS have every cached output re-hashed before it is served.
     The Failed state carries the exception as its data, so a task's `retry_condition_fn` can
     decide on it (the download task retries network faults).
     """
     log = logger()
+    cache = cache_for(settings)
     try:
-        record, hit = cache_for(settings).run(
-            stage, stage_config(stage, settings), upstream, compute, resume=resume, force=force
-        )
+        inputs = inputs_for(stage, settings, cache)
+        fn = (lambda work: compute(work, inputs)) if inputs_arg else compute
+        record, hit = cache.run(
+            stage, stage_config(stage, settings), upstream, fn, resume=resume, force=force,
+            inputs=inputs, verify=stage in VERIFY_ALWAYS,
+        )  # fmt: skip
     except stage_errors() as e:
         return failed(stage, e)
+    if why := cache.invalid.get(stage):
+        log.warning("%s: the cached entry was invalid (%s); re-ran the stage", stage, why)
     if hit:
-        log.info("%s: cached (%s)", stage, record.dir)
+        log.info("%s: cached (%s; %s)", stage, record.dir, explain_key(record))
         return Completed(name="Cached", message=f"{stage} served from the cache", data=record)
     log.info("%s: done in %.1f s (%s)", stage, record.seconds, record.dir)
     return record
@@ -153,9 +175,18 @@ class StageRunner:
             cached = state.name == "Cached"
             status = "cached" if cached else "completed"
         else:
-            found = cache_for(self.settings).lookup(name, stage_config(name, self.settings), ups)
+            cache = cache_for(self.settings)
+            try:
+                inputs = inputs_for(name, self.settings, cache)
+            except stage_errors() as e:
+                raise StageFailed(f"{name}: {str(e).strip().splitlines()[0]}") from e
+            found = cache.lookup(
+                name, stage_config(name, self.settings), ups, inputs=inputs, verify=name in VERIFY_ALWAYS
+            )
             if found is None:
-                missing = f"stage {name!r} is not cached for these settings; it is needed by " + ", ".join(
+                why = cache.invalid.get(name)
+                state = f"is cached, but {why}" if why else "is not cached for these settings"
+                missing = f"stage {name!r} {state}; it is needed by " + ", ".join(
                     s for s in self.selected if name in needed_stages([s])
                 )
                 raise StageFailed(f"{missing}. Run it too: --stages {name},... or --from {name}")
@@ -167,6 +198,7 @@ class StageRunner:
             "cached": cached,
             "compute_seconds": round(record.seconds, 3),
             "dir": record.dir,
+            "key": explain_key(record),  # why a cached stage hit: what its key was made of
         }
         self.run.write_record(record, self.status[name])
         return record

@@ -8,6 +8,8 @@ task-level retries resume the partial download (the work folder is kept).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from golf.settings import Settings
 from golf.settings.convert import hub_config
 from golf.tasks.cache import StageResult
 from golf.tasks.common import cached_stage
+from golf.tasks.inputs import resolved_commit
 
 RETRIES = 2
 RETRY_DELAYS = [10, 60]  # seconds; backoff between whole-task attempts
@@ -38,15 +41,21 @@ def retry_on_network_fault(task: Task[Any, Any], task_run: TaskRun, state: State
     return isinstance(exc, BaseException) and is_network_fault(exc)
 
 
-def fetch(settings: Settings, work: Path) -> StageResult:
-    """Download into `work` (laid out like the repository root); paths in the record are relative."""
+def fetch(settings: Settings, work: Path, inputs: Mapping[str, str]) -> StageResult:
+    """Download into `work` (laid out like the repository root) at the hub commit the key was computed
+    for; paths in the record are relative."""
     from golfmodel.data.hub import download as library_download
 
-    res = library_download(hub_config(settings), work)
+    cfg = hub_config(settings)
+    if (commit := resolved_commit(inputs)) is not None:
+        cfg = dataclasses.replace(cfg, revision=commit)
+    res = library_download(cfg, work)
 
     def rel(p: Path | None) -> str | None:
         return None if p is None else Path(p).resolve().relative_to(work.resolve()).as_posix()
 
+    # Provenance names the source (a mirror's path): a measurement, not content, so it is kept out
+    # of `values` — the same bytes fetched from another folder leave downstream keys unchanged.
     return StageResult(
         values={
             "variant": settings.data.variant,
@@ -54,7 +63,14 @@ def fetch(settings: Settings, work: Path) -> StageResult:
             "val_shards": [rel(p) for p in res.val_paths],
             "tokenizer": rel(res.tokenizer_path),
             "docs": rel(res.docs_path),
-            "provenance": {"source": res.source, "revision": res.revision, "verified": list(res.verified)},
+        },
+        metrics={
+            "provenance": {
+                "source": res.source,
+                "revision": res.revision,
+                "requested": settings.data.revision,
+                "verified": list(res.verified),
+            }
         },
     )
 
@@ -70,5 +86,6 @@ def fetch(settings: Settings, work: Path) -> StageResult:
 def download(settings: Settings, force: bool = False) -> Any:
     """Fetch the challenge data (hub at a pinned revision, or a local mirror), sha256-verified."""
     return cached_stage(
-        "download", settings, {}, lambda work: fetch(settings, work), resume=True, force=force
-    )
+        "download", settings, {}, lambda work, inputs: fetch(settings, work, inputs),
+        resume=True, force=force, inputs_arg=True,
+    )  # fmt: skip

@@ -9,7 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from golf.settings import Settings
-from golf.tasks.cache import StageRecord, StageResult, write_json_atomic
+from golf.tasks.cache import StageRecord, StageResult, verify_outputs, write_json_atomic
 from golf.tasks.common import cached_stage, logger
 
 
@@ -21,8 +21,11 @@ def shipped_code(work: Path) -> list[Path]:
 
 
 def check_size(settings: Settings, pack: StageRecord, work: Path) -> StageResult:
-    """Sum artifact + code bytes, write size.json, fail above the budget with the breakdown."""
+    """Verify the artifact against its recorded sha256, sum artifact + code bytes, write size.json, fail
+    above the budget with the breakdown."""
     from golfmodel.q2bn.size import size_check as library_size_check
+
+    verify_outputs(pack, [pack.values["artifact"]])  # measure exactly the bytes that were packed
 
     report = library_size_check(
         pack.path(pack.values["artifact"]), shipped_code(work), settings.pack.budget_bytes

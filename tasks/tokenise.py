@@ -24,12 +24,17 @@ from golf.tasks.common import cached_stage
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link `src` to `dst` (same filesystem), else copy it."""
+    """Hard-link `src` to `dst` (same filesystem), else copy it (a failed copy names `dst` and the reason)."""
+    from golfmodel.atomic import write_error
+
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:
-        shutil.copyfile(src, dst)
+        try:
+            shutil.copyfile(src, dst)
+        except OSError as e:
+            raise write_error(dst, e) from e
 
 
 def docs_spec(settings: Settings, download: StageRecord) -> str:

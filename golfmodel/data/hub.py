@@ -13,7 +13,11 @@ Hashes are checked where one is published: a `SHA256SUMS` file at the
 repository root (paths relative to `datasets/`, as in the sample mirror) and the
 hub's LFS sha256 (a 64-hex ETag). Network faults (connection errors, timeouts,
 408/429/5xx) are retried with exponential backoff; a 404 or a checksum mismatch
-is raised at once.
+is raised at once. The first contact (resolving the revision) gives up within
+FIRST_CONTACT_S with `HubUnreachableError`, which says how to work offline (a mirror).
+Where every shard of a split is fetched, the headers' token total must equal the
+manifest's `stats.tokens_<split>` (another variant's shards in the folder fail).
+`mirror_files` lists what a download reads from a mirror, for content-keyed caching.
 """
 
 from __future__ import annotations
@@ -57,6 +61,24 @@ class ChecksumError(HubError):
 
 class MirrorNotFoundError(HubError, FileNotFoundError):
     """The local mirror folder (or its manifest) does not exist."""
+
+
+class HubUnreachableError(HubError):
+    """The hub did not answer at first contact (resolving the revision): offline, or the wrong endpoint.
+
+    Not a transient fault for the pipeline's task-level retries: the library already retried
+    within FIRST_CONTACT_S, and the message says how to work offline (a mirror).
+    """
+
+
+# How to work without the hub; part of every "cannot reach the hub" message.
+OFFLINE_HINT = (
+    "to work offline use a local mirror of the repository: set data.mirror "
+    "(environment GOLF_DATA__MIRROR=<folder>), e.g. ../shared/fineweb-sample, "
+    "the sample mirror `make` uses when it exists"
+)
+FIRST_CONTACT_S = 20.0  # resolving the revision gives up after this long (network faults retried within it)
+METADATA_TIMEOUT_S = 10.0  # per HEAD request
 
 
 DownloadError = HubError  # alias: the name the pipeline's error list also accepts
@@ -151,7 +173,7 @@ def is_network_fault(exc: BaseException) -> bool:
         if id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, (OfflineModeIsEnabled, ChecksumError)):
+        if isinstance(e, (OfflineModeIsEnabled, ChecksumError, HubUnreachableError)):
             return False
         response = getattr(e, "response", None)
         status = getattr(response, "status_code", None)
@@ -170,8 +192,14 @@ def with_retries(
     max_attempts: int,
     backoff_s: float,
     sleep: Callable[[float], None] = time.sleep,
+    deadline_s: float | None = None,
 ) -> T:
-    """Call `fn`, retrying network faults with exponential backoff; other errors raise at once."""
+    """Call `fn`, retrying network faults with exponential backoff; other errors raise at once.
+
+    deadline_s: stop retrying when the next attempt would start later than this many seconds
+    after the first one (the first contact with the hub must fail fast when offline).
+    """
+    t0 = time.monotonic()
     for attempt in range(1, max_attempts + 1):
         try:
             return fn()
@@ -180,9 +208,11 @@ def with_retries(
         except Exception as exc:
             if not is_network_fault(exc):
                 raise HubError(f"{what}: {type(exc).__name__}: {exc}") from exc
-            if attempt == max_attempts:
-                raise HubError(f"{what}: network fault after {max_attempts} attempts: {exc}") from exc
-            sleep(min(backoff_s * 2 ** (attempt - 1), 60.0))
+            delay = min(backoff_s * 2 ** (attempt - 1), 60.0)
+            late = deadline_s is not None and time.monotonic() - t0 + delay > deadline_s
+            if attempt == max_attempts or late:
+                raise HubError(f"{what}: network fault after {attempt} attempts: {exc}") from exc
+            sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -294,22 +324,37 @@ class _Hub:
         self.cfg, self.dest = cfg, dest
         endpoint = (cfg.endpoint or constants.ENDPOINT).rstrip("/")
         self.source = f"hub:{endpoint}/datasets/{cfg.repo_id}@{cfg.revision}"
-        meta = self._metadata(f"{cfg.remote_root}/{MANIFEST}", cfg.revision)
+        try:
+            meta = self._metadata(f"{cfg.remote_root}/{MANIFEST}", cfg.revision, deadline_s=FIRST_CONTACT_S)
+        except HubError as exc:
+            if exc.__cause__ is not None and is_network_fault(exc.__cause__):
+                pin = (
+                    "; or pin data.revision to a commit SHA (a run's provenance.json records the resolved "
+                    "one) to reuse a cached download without the hub"
+                )
+                raise HubUnreachableError(
+                    f"cannot reach the hub at {endpoint} to resolve {cfg.repo_id}@{cfg.revision} "
+                    f"({type(exc.__cause__).__name__}: {exc.__cause__}); {OFFLINE_HINT}{pin}"
+                ) from exc
+            raise
         if not meta.commit_hash:
             raise HubError(f"{self.source}: no X-Repo-Commit header; cannot pin the revision")
         self.revision: str | None = meta.commit_hash
 
-    def _metadata(self, repo_path: str, revision: str) -> Any:
+    def _metadata(self, repo_path: str, revision: str, *, deadline_s: float | None = None) -> Any:
         from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
         url = hf_hub_url(
             self.cfg.repo_id, repo_path, repo_type="dataset", revision=revision, endpoint=self.cfg.endpoint
         )
         return with_retries(
-            lambda: get_hf_file_metadata(url, token=self.cfg.token, endpoint=self.cfg.endpoint),
+            lambda: get_hf_file_metadata(
+                url, token=self.cfg.token, endpoint=self.cfg.endpoint, timeout=METADATA_TIMEOUT_S
+            ),
             what=f"{repo_path} at {self.source}",
             max_attempts=self.cfg.max_attempts,
             backoff_s=self.cfg.backoff_s,
+            deadline_s=deadline_s,
         )
 
     def _download(self, repo_path: str) -> Path:
@@ -393,6 +438,79 @@ def _manifest_entries(manifest: dict[str, Any], cfg: HubConfig) -> tuple[dict[st
     return entry, str(tok_path)
 
 
+def _shard_plan(entry: dict[str, Any], cfg: HubConfig) -> list[tuple[str, str]]:
+    """[(split, shard path relative to the data folder)]: every requested val shard, then train shards."""
+    stats = entry.get("stats") or {}
+    files_train, files_val = int(stats.get("files_train", 0)), int(stats.get("files_val", 0))
+    if cfg.train_shards > files_train:
+        raise HubError(f"{cfg.dataset_name} has {files_train} train shards; {cfg.train_shards} requested")
+    if files_val < 1:
+        raise HubError(f"{MANIFEST}: {cfg.dataset_name} lists no validation shards")
+    n_val = files_val if cfg.val_shards is None else min(cfg.val_shards, files_val)
+    shard_dir = f"datasets/{cfg.dataset_name}"
+    return [("val", f"{shard_dir}/{shard_name('val', i)}") for i in range(n_val)] + [
+        ("train", f"{shard_dir}/{shard_name('train', i)}") for i in range(cfg.train_shards)
+    ]
+
+
+def _check_token_counts(
+    entry: dict[str, Any], cfg: HubConfig, counts: dict[str, int], *, data_dir: Path
+) -> None:
+    """Where every shard of a split was fetched, its header token total must match the manifest's stats.
+
+    Catches well-formed shards of another variant in this variant's folder (byte260 shards hold
+    about four times as many tokens as sp1024 ones), which no header check can see.
+    """
+    stats = entry.get("stats") or {}
+    for split in ("val", "train"):
+        want, files = stats.get(f"tokens_{split}"), int(stats.get(f"files_{split}", 0))
+        fetched = cfg.val_shards if split == "val" else cfg.train_shards
+        complete = files > 0 and (fetched is None or fetched >= files)
+        if want is None or not complete or int(want) == counts[split]:
+            continue
+        raise HubError(
+            f"{data_dir / 'datasets' / cfg.dataset_name}: the {split} shards hold {counts[split]:,} tokens "
+            f"but {MANIFEST} says {int(want):,} (stats.tokens_{split} of {cfg.dataset_name}); these are "
+            f"not the manifest's {cfg.variant} shards (another variant's files in this folder?)"
+        )
+
+
+def mirror_files(cfg: HubConfig) -> dict[str, Path]:
+    """{repository path: local file} of everything `download` reads from the mirror `cfg.mirror`.
+
+    For content-keyed caching: the manifest, SHA256SUMS, the planned shards, the tokenizer and
+    (with include_docs) the docs. Files that are missing are listed too (the download then fails
+    naming them); an unreadable manifest yields just the manifest and SHA256SUMS.
+    """
+    if cfg.mirror is None:
+        raise ValueError("mirror_files needs cfg.mirror")
+    root = Path(cfg.mirror).expanduser().resolve()
+    data = f"{cfg.remote_root}/"
+    files = {SUMS_FILE: root / SUMS_FILE, data + MANIFEST: root / cfg.remote_root / MANIFEST}
+    try:
+        manifest = json.loads(files[data + MANIFEST].read_text())
+        entry, tok_rel = _manifest_entries(manifest, cfg)
+        plan = _shard_plan(entry, cfg)
+    except (OSError, ValueError, HubError, AttributeError, TypeError):
+        return files
+    rels = [rel for _, rel in plan] + [tok_rel] + ([DOCS_FILE] if cfg.include_docs else [])
+    files.update({data + rel: root / cfg.remote_root / rel for rel in rels})
+    return files
+
+
+def resolve_revision(cfg: HubConfig) -> str:
+    """The commit SHA that `cfg.revision` names on the hub (a 40-hex revision is taken as it is).
+
+    Raises HubUnreachableError (with the offline hint) when the hub does not answer within
+    FIRST_CONTACT_S, HubError on other failures.
+    """
+    if is_commit_sha(cfg.revision):
+        return cfg.revision
+    hub = _Hub(cfg, Path("."))
+    assert hub.revision is not None
+    return hub.revision
+
+
 def download(cfg: HubConfig, dest: str | Path) -> DownloadResult:
     """Fetch manifest, validation shards, `cfg.train_shards` train shards and the tokenizer into `dest`."""
     dest = Path(dest).expanduser().resolve()
@@ -418,24 +536,20 @@ def download(cfg: HubConfig, dest: str | Path) -> DownloadResult:
     except json.JSONDecodeError as exc:
         raise HubError(f"{manifest_path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
     entry, tok_rel = _manifest_entries(manifest, cfg)
-    stats = entry.get("stats") or {}
-    files_train, files_val = int(stats.get("files_train", 0)), int(stats.get("files_val", 0))
-    if cfg.train_shards > files_train:
-        raise HubError(f"{cfg.dataset_name} has {files_train} train shards; {cfg.train_shards} requested")
-    if files_val < 1:
-        raise HubError(f"{MANIFEST}: {cfg.dataset_name} lists no validation shards")
-    n_val = files_val if cfg.val_shards is None else min(cfg.val_shards, files_val)
-    shard_dir = f"datasets/{cfg.dataset_name}"
-    plan = [("val", i) for i in range(n_val)] + [("train", i) for i in range(cfg.train_shards)]
+    plan = _shard_plan(entry, cfg)
     paths: dict[str, list[Path]] = {"val": [], "train": []}
+    counts = {"val": 0, "train": 0}
     bar = tqdm(total=len(plan) + 1 + cfg.include_docs, unit="file", desc="download", file=sys.stderr,
                disable=not cfg.progress)  # fmt: skip
     with bar:
-        for split, i in plan:
-            p = fetch(f"{shard_dir}/{shard_name(split, i)}")
-            read_header(p)  # a truncated or foreign file fails here even when no hash is published
+        for split, rel in plan:
+            p = fetch(rel)
+            counts[split] += read_header(
+                p
+            )  # a truncated or foreign file fails here even when no hash is published
             paths[split].append(p)
             bar.update()
+        _check_token_counts(entry, cfg, counts, data_dir=dest / root)
         tok_path = fetch(tok_rel)
         bar.update()
         docs_path = fetch(DOCS_FILE) if cfg.include_docs else None

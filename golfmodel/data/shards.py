@@ -14,8 +14,8 @@ into place, so a crash never leaves a half-written shard under its final name.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from golfmodel.atomic import atomic_write
+from golfmodel.atomic import atomic_write, open_temp, write_error
 
 MAGIC = 20240520
 VERSION = 1
@@ -199,9 +199,10 @@ class ShardWriter:
     Files are named `{prefix}_{NNNNNN}.bin` (prefix `fineweb_train` gives the official
     names) from index 0. Like the official exporter, documents are cut at file
     boundaries: every file but the last holds exactly `shard_tokens` tokens. Each file
-    is written under a temporary name and renamed when complete, so a crash leaves
-    only whole shards. Use as a context manager; `close()` flushes the last file and
-    an exception inside the `with` block discards it.
+    is written under a temporary name (umask permissions, like every atomic write) and
+    renamed when complete, so a crash leaves only whole shards. A failed write (a full
+    disk) raises an OSError naming the shard and the OS reason. Use as a context manager;
+    `close()` flushes the last file and an exception inside the `with` block discards it.
     """
 
     def __init__(
@@ -221,24 +222,32 @@ class ShardWriter:
         self._closed = False
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
+    def _next_path(self) -> Path:
+        return self.out_dir / f"{self.prefix}_{len(self.paths):06d}.bin"
+
     def _open(self) -> BinaryIO:
-        fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self.prefix}.", suffix=".tmp")
-        self._tmp = Path(tmp)
+        fd, self._tmp = open_temp(self.out_dir, f".{self.prefix}.")
         self._file = os.fdopen(fd, "wb")
-        self._file.write(make_header(0))  # rewritten with the real count when the file is finished
         self._fill = 0
+        try:
+            self._file.write(make_header(0))  # rewritten with the real count when the file is finished
+        except OSError as exc:
+            raise write_error(self._next_path(), exc) from exc
         return self._file
 
     def _finish(self) -> None:
         assert self._file is not None and self._tmp is not None
         f = self._file
-        f.seek(0)
-        f.write(make_header(self._fill))
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        path = self.out_dir / f"{self.prefix}_{len(self.paths):06d}.bin"
-        os.replace(self._tmp, path)
+        path = self._next_path()
+        try:
+            f.seek(0)
+            f.write(make_header(self._fill))
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(self._tmp, path)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
         self.paths.append(path)
         self._file, self._tmp, self._fill = None, None, 0
 
@@ -251,7 +260,10 @@ class ShardWriter:
         while pos < toks.size:
             f = self._file if self._file is not None else self._open()
             take = min(self.shard_tokens - self._fill, int(toks.size) - pos)
-            f.write(toks[pos : pos + take].tobytes())
+            try:
+                f.write(toks[pos : pos + take].tobytes())
+            except OSError as exc:
+                raise write_error(self._next_path(), exc) from exc
             self._fill += take
             pos += take
             if self._fill == self.shard_tokens:
@@ -269,7 +281,8 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the unfinished file; finished shards stay."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # closing flushes; after a full disk that fails again
+                self._file.close()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
         self._file, self._tmp, self._closed = None, None, True

@@ -16,10 +16,15 @@ stage's RUN.json, metrics.jsonl and events.jsonl, the pack stage's artifact). Wr
 `val_loss` is the mean validation NLL in nats per token and `val_bpb` the score, both of the
 model reloaded from the artifact (the pipeline's validate stage); `bytes_total` = artifact +
 `bytes_code`, the exported train_gpt.py's bytes (what the challenge counts).
+
+The artifact is verified while it is copied: its sha256 must equal the one the pack stage
+recorded (`records/pack.json` → outputs), so a file that changed on disk after it was scored
+(bit rot, an edit with its mtime kept) is never shipped; the error names the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,6 +85,29 @@ def _copy(src: Path, dst: Path) -> None:
         raise ExportError(f"{src}: missing")
     with open(src, "rb") as f_in:
         atomic_write(dst, lambda f_out: shutil.copyfileobj(f_in, f_out, 1 << 22))
+
+
+def _copy_verified(src: Path, dst: Path, sha256: str | None, record: Path) -> None:
+    """Copy `src` to `dst`, hashing the bytes copied; ExportError (and no `dst`) if they differ from `sha256`."""
+    if not sha256:
+        raise ExportError(f"{record}: no sha256 recorded for {src.name}; cannot verify the artifact")
+    if not src.is_file():
+        raise ExportError(f"{src}: missing")
+    h = hashlib.sha256()
+
+    def copy(f_out: Any) -> None:
+        with open(src, "rb") as f_in:
+            while block := f_in.read(1 << 22):
+                h.update(block)
+                f_out.write(block)
+        if h.hexdigest() != sha256:  # raised inside the atomic write: nothing lands under `dst`
+            raise ExportError(
+                f"{src}: sha256 {h.hexdigest()[:16]}… does not match the {sha256[:16]}… that the pack stage "
+                f"recorded ({record}); the artifact changed after it was scored — not exported. "
+                "Re-run the pipeline (it re-packs and re-scores) and export the new run"
+            )
+
+    atomic_write(dst, copy)
 
 
 def run_config(run: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -239,7 +267,8 @@ def export_run(
 
     out.mkdir(parents=True, exist_ok=True)
     script = write_script(out / "train_gpt.py", cfg, style=style)
-    _copy(artifact_src, out / artifact_name)
+    recorded = pack_rec.get("outputs", {}).get(artifact_src.name, {}).get("sha256")
+    _copy_verified(artifact_src, out / artifact_name, recorded, run / "records" / "pack.json")
     if (run / "run.log").is_file():
         _copy(run / "run.log", out / "train.log")
     else:

@@ -6,16 +6,20 @@ import shutil
 from pathlib import Path
 
 import httpx2
+import numpy as np
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
 from golfmodel.data.hub import (
+    FIRST_CONTACT_S,
     ChecksumError,
     HubConfig,
     HubError,
+    HubUnreachableError,
     MirrorNotFoundError,
     download,
     is_network_fault,
+    resolve_revision,
     with_retries,
 )
 
@@ -189,3 +193,44 @@ def test_wrapped_network_fault_is_found_in_the_cause_chain() -> None:
             raise HubError("fetch failed") from inner
     except HubError as outer:
         assert is_network_fault(outer)
+
+
+def test_stage_key_holds_the_resolved_commit_not_the_branch(hub_server, tmp_path: Path) -> None:
+    """The download stage's inputs for revision=main are the commit the hub resolves it to."""
+    from golf.settings import load_settings
+    from golf.tasks.digests import FileDigests
+    from golf.tasks.inputs import stage_inputs
+
+    s = load_settings("test", overrides=[f"data.endpoint={hub_server.url}", "data.revision=main"])
+    assert stage_inputs("download", s, FileDigests(None)) == {"hub_commit": COMMIT}
+    assert resolve_revision(_hub_cfg(hub_server.url, revision=COMMIT)) == COMMIT  # pinned: no request needed
+
+
+def test_unreachable_hub_fails_fast_with_the_offline_way(tmp_path: Path) -> None:
+    """No mirror and no hub answering: HubUnreachableError within FIRST_CONTACT_S, naming the mirror setting
+    and the sample folder, and not a transient fault (the pipeline does not retry it for minutes)."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a loopback port with nothing listening: connection refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    t0 = time.monotonic()
+    with pytest.raises(HubUnreachableError) as info:
+        download(HubConfig(endpoint=url, progress=False, backoff_s=0.2), tmp_path / "dl")
+    assert time.monotonic() - t0 < FIRST_CONTACT_S
+    assert "GOLF_DATA__MIRROR" in str(info.value) and "../shared/fineweb-sample" in str(info.value)
+    assert not is_network_fault(info.value)
+
+
+def test_shards_of_another_variant_are_rejected(sample_root: Path, tmp_path: Path) -> None:
+    """A well-formed val shard whose token count disagrees with the manifest (another variant's file) fails."""
+    from golfmodel.data.shards import read_shard, write_shard
+
+    mirror = _copy_sample(sample_root, tmp_path / "mirror")
+    (mirror / "SHA256SUMS").unlink()
+    val = mirror / VAL
+    tokens = np.asarray(read_shard(val))
+    write_shard(val, np.concatenate([tokens, tokens]) % 260)  # like byte260 bytes: more tokens, valid header
+    with pytest.raises(HubError, match=r"val shards hold 186,374 tokens but manifest\.json says 93,187"):
+        download(HubConfig(mirror=mirror, progress=False), tmp_path / "dl")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import runpy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -61,8 +64,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (run / "records" / "train.json").write_text(
         json.dumps({"stage": "train", "dir": str(train_dir), "values": {"final": "final.pt"}})
     )
+    art = pack_dir / "model.q2bn"
+    outputs = {
+        "model.q2bn": {"sha256": hashlib.sha256(art.read_bytes()).hexdigest(), "bytes": art.stat().st_size}
+    }
     (run / "records" / "pack.json").write_text(
-        json.dumps({"stage": "pack", "dir": str(pack_dir), "values": {"artifact": "model.q2bn"}})
+        json.dumps(
+            {"stage": "pack", "dir": str(pack_dir), "values": {"artifact": "model.q2bn"}, "outputs": outputs}
+        )
     )
     return run
 
@@ -115,3 +124,22 @@ def test_export_cli_exits_2_on_an_unfinished_run(tmp_path: Path, capsys: pytest.
     """`golf export RUN DIR` reports the fault in one line and exits 2."""
     assert export_main([str(tmp_path), str(tmp_path / "out")]) == 2
     assert "report.json" in capsys.readouterr().err
+
+
+def test_export_refuses_an_artifact_that_changed_after_packing(run_dir: Path, tmp_path: Path) -> None:
+    """One flipped bit in the cached artifact (mtime kept): export fails naming the file; nothing is shipped."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    rec = json.loads((run / "records" / "pack.json").read_text())
+    pack_dir = tmp_path / "pack"
+    shutil.copytree(rec["dir"], pack_dir)
+    (run / "records" / "pack.json").write_text(json.dumps({**rec, "dir": str(pack_dir)}))
+    art = pack_dir / "model.q2bn"
+    st = art.stat()
+    data = bytearray(art.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    art.write_bytes(bytes(data))
+    os.utime(art, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(ExportError, match=r"model\.q2bn: sha256 .* does not match"):
+        export_run(run, tmp_path / "out")
+    assert not (tmp_path / "out" / "final_model.q2bn").exists()

@@ -14,7 +14,9 @@ from golf.tasks.cache import (
     StageCache,
     StageRecord,
     StageResult,
-    source_tree_hash,
+    explain_key,
+    file_lock,
+    verify_outputs,
 )
 
 ENV = "env-fingerprint-for-tests"
@@ -221,10 +223,71 @@ def test_moved_cache_still_serves(tmp_path: Path) -> None:
     assert rec is not None and rec.path("out.txt").read_text() == "hello"
 
 
-def test_source_hash_follows_code(tmp_path: Path) -> None:
-    """Editing any .py file of the library changes the source hash (a scorer fix invalidates scores)."""
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
-    h1 = source_tree_hash([tmp_path / "pkg"])
-    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
-    assert source_tree_hash([tmp_path / "pkg"]) != h1
+def _flip_keep_mtime(path: Path) -> None:
+    """Flip one bit of `path` in place and restore its mtime (what rsync -a or disk rot leave)."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_bit_flip_with_mtime_kept_is_caught_by_verify(cache: StageCache) -> None:
+    """A verified stage re-hashes every output: a flipped bit with the mtime kept recomputes it."""
+    fn = Counter()
+    rec, _ = cache.run("pack", {}, {}, fn)
+    _flip_keep_mtime(rec.path("out.txt"))
+    again, hit = cache.run("pack", {}, {}, fn, verify=True)
+    assert not hit and fn.calls == 2 and again.path("out.txt").read_text() == "hello"
+    assert "does not match its recorded sha256" in cache.invalid["pack"]
+
+
+def test_older_mtime_rehashes(cache: StageCache) -> None:
+    """A same-size change whose mtime moved back (a restore from backup) is re-hashed, not only newer ones."""
+    fn = Counter()
+    rec, _ = cache.run("a", {}, {}, fn)
+    path = rec.path("out.txt")
+    st = path.stat()
+    path.write_text("HELLO")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    _, hit = cache.run("a", {}, {}, fn)
+    assert not hit and fn.calls == 2
+
+
+def test_input_hashes_enter_the_key(cache: StageCache) -> None:
+    """The same settings with a changed input file hash recompute; the unchanged hash is a hit."""
+    fn = Counter()
+    cache.run("download", {}, {}, fn, inputs={"mirror/a.bin": "1" * 64})
+    _, same = cache.run("download", {}, {}, fn, inputs={"mirror/a.bin": "1" * 64})
+    _, changed = cache.run("download", {}, {}, fn, inputs={"mirror/a.bin": "2" * 64})
+    assert same and not changed and fn.calls == 2
+
+
+def test_verify_outputs_names_the_changed_file(cache: StageCache) -> None:
+    """verify_outputs raises CacheError naming the file whose bytes differ from the record."""
+    rec, _ = cache.run("pack", {}, {}, Counter())
+    _flip_keep_mtime(rec.path("out.txt"))
+    with pytest.raises(CacheError, match=r"out\.txt: sha256 .* does not match .* --from pack"):
+        verify_outputs(rec)
+
+
+def test_explain_key_says_what_the_key_holds(cache: StageCache) -> None:
+    """A record's key explanation names the key, the upstream hashes, the input files and the code."""
+    up, _ = cache.run("up", {}, {}, Counter())
+    rec, _ = cache.run(
+        "down", {"x": 1}, {"up": up}, Counter(), inputs={"mirror/fineweb_val_000000.bin": "ab" * 32}
+    )
+    text = explain_key(rec)
+    assert rec.key[:12] in text and f"up {up.content_hash[:10]}" in text
+    assert "fineweb_val_000000.bin abababab" in text and f"code {ENV[:10]}" in text
+
+
+def test_lock_file_respects_the_umask(tmp_path: Path) -> None:
+    """Under umask 002 a lock file is group-writable (0664), so a teammate can lock a shared cache."""
+    old = os.umask(0o002)
+    try:
+        with file_lock(tmp_path / ".k.lock"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / ".k.lock").stat().st_mode & 0o777 == 0o664

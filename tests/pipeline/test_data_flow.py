@@ -166,3 +166,50 @@ def test_data_stage_tasks_have_one_line_docstrings(stage: str) -> None:
 
     task = getattr(importlib.import_module(f"golf.tasks.{stage}"), stage)
     assert task.fn.__doc__ and "\n" not in task.fn.__doc__.strip()
+
+
+def test_tokenizer_smaller_than_the_vocabulary_names_the_file_and_setting(sp_model_path: Path) -> None:
+    """A 1024-piece tokenizer for tokeniser.variant=sp2048 fails naming the tokenizer file and the setting."""
+    from golf.tasks.bigram import byte_table
+    from golf.tasks.cache import StageRecord
+
+    rec = StageRecord(stage="tokenise", key="k", dir=str(sp_model_path.parent), outputs={},
+                      values={"tokenizer": sp_model_path.name, "vocab_size": 2048, "variant": "sp2048"})  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"fineweb_1024_bpe\.model has 1024 pieces.*tokeniser\.variant=sp2048"
+    ):
+        byte_table(rec)
+
+
+def test_fixed_mirror_shard_reruns_the_stages_that_read_it(flows, tmp_path: Path, sample_root: Path) -> None:
+    """A bad mirror shard fails bigram; once the good shard is copied back, download, tokenise and bigram
+    run again (keys hold the mirror files' content) and succeed, with no --force."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(sample_root, mirror)
+    (mirror / "SHA256SUMS").chmod(0o644)
+    (mirror / "SHA256SUMS").unlink()
+    shard = mirror / "datasets" / "datasets" / "fineweb10B_sp1024" / "fineweb_train_000000.bin"
+    shard.chmod(0o644)
+    shard.write_bytes(_corrupt(bytearray(shard.read_bytes()), "vocab"))
+    s = flows.settings("test", tmp_path / "art", f"data.mirror={mirror}")
+    state, states = flows.run(s, stages=DATA)
+    assert state.is_failed() and states["bigram"] == "Failed"
+    shutil.copyfile(sample_root / "datasets" / "datasets" / "fineweb10B_sp1024" / shard.name, shard)
+    state, states = flows.run(s, stages=DATA)
+    assert state.is_completed() and states == ALL_COMPUTED
+
+
+def test_unreachable_hub_without_mirror_fails_fast_with_the_offline_way(flows, tmp_path: Path) -> None:
+    """No mirror and the hub unreachable: download fails within 30 s (no minutes of task retries) and the
+    message names GOLF_DATA__MIRROR and ../shared/fineweb-sample."""
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a loopback port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    s = flows.settings("test", tmp_path, "data.mirror=null", f"data.endpoint={url}", "data.retries=1")
+    t0 = time.monotonic()
+    state, states = flows.run(s, stages=DATA)
+    assert state.is_failed() and states == {"download": "Failed"} and time.monotonic() - t0 < 30
+    assert "GOLF_DATA__MIRROR" in state.message and "../shared/fineweb-sample" in state.message

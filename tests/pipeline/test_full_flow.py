@@ -91,6 +91,48 @@ def test_deleted_artifact_reruns_pack(flows, first_run, artifacts: Path) -> None
     assert {s: states[s] for s in STAGES if s != "pack"} == {s: "Cached" for s in STAGES if s != "pack"}
 
 
+def _flip_bit_keep_mtime(path: Path) -> bytes:
+    """Flip one bit in the middle of `path`, restore its mtime (as rsync -a or disk rot leave it); the old bytes."""
+    before = path.read_bytes()
+    st = path.stat()
+    data = bytearray(before)
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return before
+
+
+def _artifact(state: Any) -> Path:
+    rec = json.loads((Path(state.result()["run_dir"]) / "records" / "pack.json").read_text())
+    return Path(rec["dir"]) / rec["values"]["artifact"]
+
+
+def test_flipped_artifact_fails_a_run_that_only_reads_it(flows, first_run) -> None:
+    """--stages validate with a bit-flipped cached artifact (mtime kept) fails naming the file, never "cached"."""
+    artifact = _artifact(first_run[0])
+    st = artifact.stat()
+    before = _flip_bit_keep_mtime(artifact)
+    try:
+        state, states = flows.run(first_run[2], stages=["validate"])
+        assert state.is_failed() and states == {}
+        assert (
+            "model.q2bn does not match its recorded sha256" in state.message
+            and "--from pack" in state.message
+        )
+    finally:
+        artifact.write_bytes(before)
+        os.utime(artifact, ns=(st.st_atime_ns, st.st_mtime_ns))  # as it was: the next test starts clean
+
+
+def test_flipped_artifact_is_repacked_before_it_is_reported(flows, first_run) -> None:
+    """A full run with a bit-flipped cached artifact re-packs it (same bytes as scored); the scores stay cached."""
+    artifact = _artifact(first_run[0])
+    before = _flip_bit_keep_mtime(artifact)
+    state, states = flows.run(first_run[2])
+    assert state.is_completed() and states["pack"] == "Completed" and artifact.read_bytes() == before
+    assert {states[s] for s in ("size_check", "validate", "report")} == {"Cached"}
+
+
 def test_changed_train_setting_reruns_train_and_downstream(flows, first_run, artifacts: Path) -> None:
     """train.max_steps changed: train and every later stage run; download, tokenise, bigram are cached."""
     settings = flows.settings("test", artifacts, *FAST, "train.max_steps=4")
