@@ -4,7 +4,14 @@ from golf.settings import load_settings
 settings = load_settings("smoke", overrides=["train.max_steps=50"])
 """
 
-from golf.settings.load import SettingsError, load_settings, preset_names, settings_hash, validate_settings
+from golf.settings.load import (
+    SettingsError,
+    load_settings,
+    preset_names,
+    resolve_settings,
+    settings_hash,
+    validate_settings,
+)
 from golf.settings.schema import STAGES, Settings
 
 __all__ = [
@@ -13,6 +20,7 @@ __all__ = [
     "SettingsError",
     "load_settings",
     "preset_names",
+    "resolve_settings",
     "settings_hash",
     "validate_settings",
 ]

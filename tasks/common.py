@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import StateDetails
+from prefect.states import Cancelled, Completed, Failed, State
+from prefect.utilities.annotations import quote
 
 from golf.settings import Settings, SettingsError
 from golf.tasks.cache import CacheError, StageCache, StageRecord, StageResult
 from golf.tasks.runs import RunDir
 from golf.tasks.stages import UPSTREAM, needed_stages, stage_config
-from golf.tasks.subproc import SubprocessFailed, SubprocessTimeout
+from golf.tasks.subproc import SubprocessFailed, SubprocessTimeout, interrupt_signal
 
 # Library errors that mean "bad input or a failed stage", not "a bug": reported as one line.
 _ERROR_NAMES = (
@@ -57,6 +59,14 @@ TRACE_LOGGER = "golf.trace"  # tracebacks of failed stages: the run's log file o
 
 class StageFailed(RuntimeError):
     """A stage failed; the message is the one line the UI log shows."""
+
+
+class StageInterrupted(StageFailed):
+    """A stage was interrupted by a signal (SIGINT, SIGTERM, SIGHUP); the run ends Cancelled."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 def quiet_failed_state_log(record: logging.LogRecord) -> bool:
@@ -113,9 +123,20 @@ def cached_stage(
         )
     except stage_errors() as e:
         return failed(stage, e)
+    except KeyboardInterrupt as e:  # SIGINT/SIGTERM/SIGHUP; the trainer's group is already killed
+        sig = interrupt_signal(e)
+        log.warning("%s: interrupted by signal %d; its work folder is kept (a rerun resumes)", stage, sig)
+        return Cancelled(message=f"{stage}: interrupted by signal {sig}", data=sig)
     if hit:
-        log.info("%s: cached (%s)", stage, record.dir)
-        return Completed(name="Cached", message=f"{stage} served from the cache", data=record)
+        # Why it hit: the key held by the stage record (never recomputed here), in the log and as
+        # the state's cache key (the UI's "Cache Key").
+        log.info("%s: cached, key %s (%s)", stage, record.key, record.dir)
+        return Completed(
+            name="Cached",
+            message=f"{stage} served from the cache (key {record.key[:16]})",
+            data=record,
+            state_details=StateDetails(cache_key=record.key),
+        )
     log.info("%s: done in %.1f s (%s)", stage, record.seconds, record.dir)
     return record
 
@@ -141,7 +162,16 @@ class StageRunner:
         ups = dict(zip(UPSTREAM[name], upstream, strict=True))
         t0 = time.perf_counter()
         if name in self.selected:
-            state: State[Any] = task(self.settings, *upstream, force=name in self.force, return_state=True)
+            # quote(): Prefect must not walk the settings for upstream links (it drew every
+            # earlier task as an input of every task); the records are the real edges.
+            state: State[Any] = task(
+                quote(self.settings), *upstream, force=name in self.force, return_state=True
+            )
+            if state.is_cancelled():
+                self.status[name] = {"status": "cancelled", "seconds": round(time.perf_counter() - t0, 3),
+                                     "cached": False}  # fmt: skip
+                sig = state.data if isinstance(state.data, int) else 2
+                raise StageInterrupted(state.message or f"{name} interrupted", sig)
             if not state.is_completed():
                 self.status[name] = {
                     "status": "failed",

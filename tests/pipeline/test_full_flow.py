@@ -69,7 +69,28 @@ def test_report_files_and_markdown_artifact(first_run) -> None:
                 flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
             )
         )
-    assert [a.type for a in found] == ["markdown"] and "Stages of this run" in found[0].data
+    report = [a for a in found if a.key == "golf-report"]
+    assert [a.type for a in report] == ["markdown"] and "Stages of this run" in report[0].data
+
+
+def test_report_artifact_embeds_the_chart_and_links_stage_tables(first_run) -> None:
+    """The report artifact shows the loss chart inline (a data URI) and links each stage's table artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[first_run[0].state_details.flow_run_id])
+            )
+        )
+    by_key = {a.key: a for a in found}
+    tables = {"golf-train-summary", "golf-size-breakdown", "golf-bpb"}
+    assert tables <= set(by_key) and all(by_key[k].type == "table" for k in tables)
+    report = by_key["golf-report"].data
+    assert "![loss](data:image/png;base64,iVBOR" in report and "](loss.png)" not in report
+    assert all(f"[{k}](/artifacts/artifact/{by_key[k].id})" in report for k in tables)
+    assert "final_bpb" in by_key["golf-bpb"].data and "bigram_scored_bpb" in by_key["golf-bpb"].data
 
 
 def test_immediate_rerun_skips_every_stage(flows, first_run) -> None:
