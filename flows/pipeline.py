@@ -14,6 +14,7 @@ when it is not there the flow fails naming it (it never runs stages you did not 
 # the real annotation objects; a served run cannot resolve string annotations.
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import deployment, flow_run
 from prefect.states import Cancelled, Failed, State
 
-from golf.settings import Settings, SettingsError, resolve_settings
+from golf.settings import Settings, SettingsError, deep_merge, resolve_settings
 from golf.tasks import (
     bigram,
     download,
@@ -66,6 +67,10 @@ def golf_pipeline(
     """
     log = get_run_logger()
     try:
+        if isinstance(settings, Mapping) and isinstance(default := _deployment_settings(), Mapping):
+            # A deployment run given a partial tree (`--param settings='{"train": {...}}'`): Prefect
+            # replaced the deployment's whole tree with it; merge it back onto that tree instead.
+            settings = deep_merge(default, settings)
         settings = resolve_settings(settings, preset, overrides)
         selected = select_stages(stages, from_stage, settings.pipeline.stages)
     except (SettingsError, ValueError) as e:
@@ -115,6 +120,16 @@ def golf_pipeline(
         return Failed(message=message, data=result) if message else result
     finally:
         _detach_run_log(handler)
+
+
+def _deployment_settings() -> Any:
+    """The `settings` default of the deployment this run belongs to (None outside a deployment)."""
+    if deployment.id is None:
+        return None
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment(deployment.id).parameters.get("settings")
 
 
 def _name_flow_run(name: str, log: Any) -> None:

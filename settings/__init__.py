@@ -6,6 +6,7 @@ settings = load_settings("smoke", overrides=["train.max_steps=50"])
 
 from golf.settings.load import (
     SettingsError,
+    deep_merge,
     load_settings,
     preset_names,
     resolve_settings,
@@ -18,6 +19,7 @@ __all__ = [
     "STAGES",
     "Settings",
     "SettingsError",
+    "deep_merge",
     "load_settings",
     "preset_names",
     "resolve_settings",

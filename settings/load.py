@@ -209,6 +209,14 @@ def flatten_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> di
     return flat
 
 
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`top` merged onto `base`: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
 def resolve_settings(
     settings: Settings | Mapping[str, Any] | None,
     preset: str | None = None,
