@@ -10,7 +10,8 @@ This is the entry point, so it is where the environment is read (`GOLF_*` throug
 loader, `PREFECT_*` by Prefect). Prefect is imported only by the commands that need it, so
 `golf data ...` and `golf settings show` stay fast. `golf run` prints `report: <run folder>` as
 the last line of standard output; logs go to standard error. Exit codes: 0 done, 1 a stage
-failed, 2 invalid settings or arguments.
+failed, 2 invalid settings or arguments, 128 + N interrupted by signal N (130 Ctrl-C, 143
+SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
