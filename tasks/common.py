@@ -126,7 +126,7 @@ def cached_stage(
     except KeyboardInterrupt as e:  # SIGINT/SIGTERM/SIGHUP; the trainer's group is already killed
         sig = interrupt_signal(e)
         log.warning("%s: interrupted by signal %d; its work folder is kept (a rerun resumes)", stage, sig)
-        return Cancelled(message=f"{stage}: interrupted by signal {sig}", data=sig)
+        return Cancelled(message=f"{stage}: interrupted by signal {sig}")  # the runner reads N back
     if hit:
         # Why it hit: the key held by the stage record (never recomputed here), in the log and as
         # the state's cache key (the UI's "Cache Key").
@@ -170,8 +170,8 @@ class StageRunner:
             if state.is_cancelled():
                 self.status[name] = {"status": "cancelled", "seconds": round(time.perf_counter() - t0, 3),
                                      "cached": False}  # fmt: skip
-                sig = state.data if isinstance(state.data, int) else 2
-                raise StageInterrupted(state.message or f"{name} interrupted", sig)
+                message = state.message or f"{name} interrupted"
+                raise StageInterrupted(message, interrupt_signal(StageFailed(message)))
             if not state.is_completed():
                 self.status[name] = {
                     "status": "failed",

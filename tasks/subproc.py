@@ -76,11 +76,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def interrupt_signal(exc: BaseException) -> int:
-    """The signal behind an interrupt: Prefect's TerminationSignal(.signal), our "received signal N", else SIGINT."""
+    """The signal behind an interrupt: Prefect's TerminationSignal(.signal), a message naming "signal N"
+    ("received signal 15", a Cancelled stage's "interrupted by signal 15"), else SIGINT."""
     sig = getattr(exc, "signal", None)
     if isinstance(sig, int):
         return sig
-    found = re.search(r"received signal (\d+)", str(exc))
+    found = re.search(r"signal (\d+)", str(exc))
     return int(found.group(1)) if found else int(signal.SIGINT)
 
 
