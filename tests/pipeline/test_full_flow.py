@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -167,46 +165,15 @@ def test_concurrent_runs_with_different_settings(
     assert {1024, 260} <= vocabs
 
 
-def _wait_for_deployment(name: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "golf serve exited early"
-            try:
-                client.read_deployment_by_name(name)
-                return
-            except Exception:
-                time.sleep(0.5)
-    raise TimeoutError(f"deployment {name} did not appear within {timeout} s")
-
-
-def test_served_deployment_runs_when_triggered(flows, sample_root: Path, shared_artifacts: Path) -> None:
+def test_served_deployment_runs_when_triggered(flows, served: str, shared_artifacts: Path) -> None:
     """`golf serve` registers the deployment; a run triggered through the API completes; the
     deployment's parameter schema (the UI form) rejects an invalid value. Data stages only, to stay quick."""
     from prefect.deployments import run_deployment
 
-    data = ["download", "tokenise", "bigram"]
-    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts),
-           "GOLF_PIPELINE__STAGES": json.dumps(data), "GOLF_TOKENISER__WORKERS": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "golf.flows.cli", "serve", "--preset", "test", "--name", "test-nightly"]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _wait_for_deployment("golf-pipeline/test-nightly", proc)
-        flow_run = run_deployment("golf-pipeline/test-nightly", timeout=240)
-        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
-        assert set(flows.states(flow_run.id)) == set(data)
-        bad = flows.settings("test", shared_artifacts).model_dump(mode="json")
-        bad["train"]["max_steps"] = 0
-        with pytest.raises(Exception, match="max_steps|minimum|greater"):
-            run_deployment("golf-pipeline/test-nightly", parameters={"settings": bad}, timeout=0)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    flow_run = run_deployment(served, timeout=240)
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    assert set(flows.states(flow_run.id)) == {"download", "tokenise", "bigram"}
+    bad = flows.settings("test", shared_artifacts).model_dump(mode="json")
+    bad["train"]["max_steps"] = 0
+    with pytest.raises(Exception, match="max_steps|minimum|greater"):
+        run_deployment(served, parameters={"settings": bad}, timeout=0)
