@@ -108,7 +108,7 @@ def golf_pipeline(
         if dl := step.records.get("download"):
             run.update_provenance(data=dl.values.get("provenance", {}))
         summary = finish_report(run, step.records.get("report"), step.status, summarise(step.records))
-        if message is None and (problems := _drift_check(settings, run, summary, log)):
+        if message is None and (problems := _checked_drift(settings, run, summary, log)):
             message = "drift: " + "; ".join(problems)
             log.error("%s", message)
         state = "cancelled" if signum is not None else "failed" if message else "completed"
@@ -154,6 +154,14 @@ def _publish_report(run: RunDir, log: Any) -> None:
     if links:
         markdown += f"\n## Stage artifacts\n\n{links}\n"
     create_markdown_artifact(markdown=markdown, key="golf-report", description=f"golf run {run.path.name}")
+
+
+def _checked_drift(settings: Settings, run: RunDir, summary: dict[str, Any], log: Any) -> list[str]:
+    """`_drift_check`, with a check that cannot run (the API unreachable) reported as a failure of it."""
+    try:
+        return _drift_check(settings, run, summary, log)
+    except Exception as e:  # an unchecked nightly must not pass silently
+        return [f"the drift check could not run: {type(e).__name__}: {e}"]
 
 
 def _drift_check(settings: Settings, run: RunDir, summary: dict[str, Any], log: Any) -> list[str]:
