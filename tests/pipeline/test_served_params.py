@@ -26,34 +26,36 @@ def _settings_of(artifacts: Path, flow_run: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def override_run(served: str) -> Any:
-    return _run(served, {"overrides": {"train.max_steps": 25}})
+def api_run(served: str) -> Any:
+    """One API call as a Prefect user makes it: a partial settings tree plus one override."""
+    return _run(served, {"settings": {"train": {"max_steps": 25}}, "overrides": {"eval.max_tokens": 4096}})
 
 
 def test_one_override_means_exactly_that_override(
-    shared_artifacts: Path, override_run: Any, sample_root: Path
+    shared_artifacts: Path, api_run: Any, sample_root: Path
 ) -> None:
-    """overrides={"train.max_steps": 25}: that value, every other setting the deployment's (the test preset's)."""
-    assert override_run.state.is_completed(), override_run.state
-    got = _settings_of(shared_artifacts, override_run)
-    assert got["train"]["max_steps"] == 25 and got["data"]["mirror"] == str(sample_root)
-    assert got["model"]["d_model"] == 64 and got["preset"] == "test"  # not the schema's defaults
+    """overrides={"eval.max_tokens": 4096}: that value; the deployment's (the test preset's) everywhere else."""
+    assert api_run.state.is_completed(), api_run.state
+    got = _settings_of(shared_artifacts, api_run)
+    assert got["eval"]["max_tokens"] == 4096 and got["eval"]["seq_len"] == 64 and got["preset"] == "test"
+    assert (
+        got["data"]["mirror"] == str(sample_root) and got["model"]["d_model"] == 64
+    )  # not the schema's defaults
 
 
 def test_a_partial_settings_tree_is_merged_onto_the_deployments(
-    served: str, shared_artifacts: Path, sample_root: Path
+    shared_artifacts: Path, api_run: Any, sample_root: Path
 ) -> None:
-    """settings={"train": {"max_steps": 25}} changes that one value; the rest stays the deployment's."""
-    run = _run(served, {"settings": {"train": {"max_steps": 25}}})
-    assert run.state.is_completed(), run.state
-    got = _settings_of(shared_artifacts, run)
-    assert got["train"]["max_steps"] == 25 and got["data"]["mirror"] == str(sample_root)
-    assert got["model"]["d_model"] == 64
+    """settings={"train": {"max_steps": 25}} changes that one value; the rest of `train` stays the deployment's."""
+    got = _settings_of(shared_artifacts, api_run)
+    assert (
+        got["train"]["max_steps"] == 25 and got["train"]["seq_len"] == 64 and got["train"]["log_every"] == 5
+    )
 
 
-def test_flow_run_is_named_after_its_run_folder(shared_artifacts: Path, override_run: Any) -> None:
+def test_flow_run_is_named_after_its_run_folder(shared_artifacts: Path, api_run: Any) -> None:
     """The UI's run name is the run folder's name under artifacts/runs/."""
-    assert (shared_artifacts / "runs" / override_run.name / "status.json").is_file()
+    assert (shared_artifacts / "runs" / api_run.name / "status.json").is_file()
 
 
 def test_cross_field_error_reaches_the_run_logs(served: str) -> None:
