@@ -128,8 +128,8 @@ def cached_stage(
         log.warning("%s: interrupted by signal %d; its work folder is kept (a rerun resumes)", stage, sig)
         return Cancelled(message=f"{stage}: interrupted by signal {sig}")  # the runner reads N back
     if hit:
-        # Why it hit: the key held by the stage record (never recomputed here), in the log and as
-        # the state's cache key (the UI's "Cache Key").
+        # Why it hit: the key held by the stage record (never recomputed here), in the log, the
+        # state message and the state's cache key.
         log.info("%s: cached, key %s (%s)", stage, record.key, record.dir)
         return Completed(
             name="Cached",
