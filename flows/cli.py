@@ -11,7 +11,8 @@ This is the entry point, so it is where the environment is read (`GOLF_*` throug
 loader, `PREFECT_*` by Prefect). Prefect is imported only by the commands that need it, so
 `golf data ...` and `golf settings show` stay fast. `golf run` prints `report: <run folder>` as
 the last line of standard output; logs go to standard error. Exit codes: 0 done, 1 a stage
-failed, 2 invalid settings or arguments.
+failed, 2 invalid settings or arguments, 128 + N interrupted by signal N (130 Ctrl-C, 143
+SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,41 +72,20 @@ def _offline_env() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _local_server_url(host: str = DEFAULT_UI_HOST, port: int = DEFAULT_UI_PORT) -> str | None:
-    """The API URL of a `golf ui` server on the default port, if one answers within 0.3 s."""
-    import urllib.request
+def _prepare_prefect() -> str | None:
+    """Offline env; the server this run was told to use (PREFECT_API_URL, or this checkout's `golf ui`).
 
-    url = f"http://{host}:{port}/api"
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=0.3) as r:
-            return url if r.status == 200 else None
-    except OSError:
-        return None
-
-
-def _prepare_prefect() -> None:
-    """Offline env; use a running `golf ui` server when PREFECT_API_URL is unset, else warm the ephemeral one.
-
-    The ephemeral server (Prefect's default without PREFECT_API_URL) takes seconds to boot: it
-    is started in a background thread while the pipeline modules import.
+    Returns its API URL (also exported as PREFECT_API_URL), or None: then the caller starts a
+    temporary server of its own (`golf.flows.server`). A server merely answering on the default
+    port is not used (it may be another user's).
     """
+    from golf.flows.server import choose_api_url
+
     _offline_env()
-    if not os.environ.get("PREFECT_API_URL") and (url := _local_server_url()):
+    url = choose_api_url()
+    if url:
         os.environ["PREFECT_API_URL"] = url
-
-
-def _warm_ephemeral_server() -> threading.Thread | None:
-    if os.environ.get("PREFECT_API_URL"):
-        return None
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        SubprocessASGIServer().start()
-
-    t = threading.Thread(target=start, name="prefect-ephemeral-server", daemon=True)
-    t.start()
-    return t
+    return url
 
 
 def _print_summary(result: dict[str, Any]) -> None:
@@ -129,8 +108,16 @@ def _print_summary(result: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the pipeline (selected stages); cached stages are skipped."""
+    """Run the pipeline (selected stages); cached stages are skipped. Interrupts end the run cleanly.
+
+    SIGINT, SIGTERM or SIGHUP (to `golf` or its process group): the stage in progress stops (the
+    trainer's process group is killed), the flow run is marked Cancelled, Prefect's queued logs
+    are flushed, the temporary server (if this run started one) stops last, and the exit code
+    is 128 + the signal (130 for Ctrl-C).
+    """
+    from golf.flows import server as srv
     from golf.tasks.stages import select_stages
+    from golf.tasks.subproc import InterruptSignals, interrupt_signal
 
     settings = _settings(args)
     stages = _stage_list(args.stages)
@@ -139,20 +126,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         select_stages(stages, args.from_stage, settings.pipeline.stages)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    _prepare_prefect()
-    warm = _warm_ephemeral_server()
-    from golf.flows.pipeline import golf_pipeline
+    temporary: srv.TemporaryServer | None = None
+    with InterruptSignals() as signals:
+        try:
+            url = _prepare_prefect()
+            if url is None:
+                temporary = srv.TemporaryServer()
+                temporary.start()  # main thread: its death signal is tied to this process
+                os.environ["PREFECT_API_URL"] = temporary.api_url
+            print(srv.describe(url, temporary), file=sys.stderr)
+            from golf.flows.pipeline import golf_pipeline  # imports while the server boots
 
-    if warm is not None:
-        warm.join()
-    state = golf_pipeline(
-        settings=settings, stages=stages, from_stage=args.from_stage, force=force, return_state=True
-    )
+            if temporary is not None:
+                temporary.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+            state = golf_pipeline(
+                settings=settings, stages=stages, from_stage=args.from_stage, force=force, return_state=True
+            )
+            return _run_outcome(state)
+        except KeyboardInterrupt as e:  # before or after the flow's own handling
+            sig = interrupt_signal(e)
+            print(f"interrupted ({signal_name(sig)})", file=sys.stderr)
+            return 128 + sig
+        finally:
+            signals.shield()
+            srv.drain_prefect()
+            if temporary is not None:
+                temporary.stop()
+
+
+def signal_name(sig: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _run_outcome(state: Any) -> int:
+    """Print the run's summary and `report: <run folder>`; the exit code of its final state."""
     result = state.result(raise_on_failure=False)
     if not isinstance(result, dict):
         print(f"error: pipeline failed: {state.message or result}", file=sys.stderr)
         return 1
     _print_summary(result)
+    if result.get("signal"):
+        print(f"interrupted ({signal_name(result['signal'])}): {result.get('message')}", file=sys.stderr)
+        print(f"report: {result['run_dir']}")
+        return 128 + int(result["signal"])
     if result.get("message"):
         print(f"error: {result['message']}", file=sys.stderr)
     print(f"report: {result['run_dir']}")
@@ -212,11 +233,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Start a local Prefect server (analytics off) in the foreground and print its URL."""
+    """Start a local Prefect server (analytics off) in the foreground, print its URL, record it for `golf run`.
+
+    The record (`golf.flows.server.ui_record_path`: per user and checkout) is how `golf run` and
+    `golf serve` of this checkout find the server; it is removed when `golf ui` exits.
+    """
+    from golf.flows.server import forget_ui, record_ui
+
     _offline_env()
     url = f"http://{args.host}:{args.port}"
+    record = record_ui(f"{url}/api", os.getpid())
     print(
-        f"Prefect UI: {url}\nAPI: {url}/api  (golf run finds it on the default port; else export PREFECT_API_URL={url}/api)"
+        f"Prefect UI: {url}\nAPI: {url}/api  (golf run and golf serve of this checkout use it: {record}; "
+        f"from elsewhere export PREFECT_API_URL={url}/api)"
     )
     sys.stdout.flush()
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", args.host, "--port", str(args.port)]
@@ -224,27 +253,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return subprocess.call(cmd, env={**os.environ, **OFFLINE_ENV})
     except KeyboardInterrupt:
         return 0
+    finally:
+        forget_ui(os.getpid())
+
+
+NIGHTLY_CRON = "0 2 * * *"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Register the nightly deployment (cron with timezone, one run at a time) and serve its runs."""
     settings = _settings(args)
-    _prepare_prefect()
-    if not os.environ.get("PREFECT_API_URL"):
+    if not _prepare_prefect():
         raise UsageError("golf serve needs a Prefect server: start one with `golf ui` or set PREFECT_API_URL")
     from prefect.deployments.runner import EntrypointType
     from prefect.schedules import Cron
 
     from golf.flows.pipeline import golf_pipeline
 
-    cron = args.cron or settings.pipeline.nightly_cron
     print(
-        f"serving deployment golf-pipeline/{args.name}: cron {cron!r} ({settings.pipeline.timezone})",
-        file=sys.stderr,
+        f"serving deployment golf-pipeline/{args.name}: cron {args.cron!r} ({args.timezone})", file=sys.stderr
     )
     golf_pipeline.serve(
         name=args.name,
-        schedule=Cron(cron, timezone=settings.pipeline.timezone),
+        schedule=Cron(args.cron, timezone=args.timezone),
         parameters={"settings": settings.model_dump(mode="json")},
         global_limit=1,  # one pipeline run at a time
         limit=1,
@@ -391,7 +422,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="register the nightly deployment and serve its runs")
     _add_settings_args(p)
     p.add_argument("--name", default="nightly", help="deployment name (default nightly)")
-    p.add_argument("--cron", default=None, help="cron (default pipeline.nightly_cron)")
+    p.add_argument("--cron", default=NIGHTLY_CRON, help=f"schedule (default {NIGHTLY_CRON!r})")
+    p.add_argument("--timezone", default="UTC", help="timezone of the cron (default UTC)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("report", help="print a run's report.md")

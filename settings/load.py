@@ -135,6 +135,7 @@ def _loader_class(files: list[Path]) -> type[BaseSettings]:
         pack: dict[str, Any] = {}
         eval: dict[str, Any] = {}
         pipeline: dict[str, Any] = {}
+        drift: dict[str, Any] = {}
         extends: str | None = None
 
         @classmethod
@@ -171,7 +172,7 @@ def load_settings(preset: str = "smoke", overrides: Sequence[str] = ()) -> Setti
     return validate_settings(raw)
 
 
-_SECTIONS = ("data", "tokeniser", "model", "quant", "train", "pack", "eval", "pipeline")
+_SECTIONS = ("data", "tokeniser", "model", "quant", "train", "pack", "eval", "pipeline", "drift")
 
 
 def _coerce(path: str, value: Any) -> Any:
@@ -179,6 +180,65 @@ def _coerce(path: str, value: Any) -> Any:
     if not isinstance(value, str) or FIELD_PATHS[path] in (str, Path, Path | None, str | None):
         return value
     return _parse_value(value)
+
+
+def flatten_overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> dict[str, Any]:
+    """Overrides as `{dotted key: value}`: from `["k=v", ...]`, dotted keys, a partial tree, or a mix.
+
+    `{"train.max_steps": 25}`, `{"train": {"max_steps": 25}}` and `["train.max_steps=25"]` are the
+    same override; unknown keys raise naming them.
+    """
+    if not overrides:
+        return {}
+    if not isinstance(overrides, Mapping):
+        if isinstance(overrides, str):
+            raise SettingsError(f"overrides: expected a mapping or a list of KEY=VALUE, got {overrides!r}")
+        overrides = parse_overrides(list(overrides))
+    flat: dict[str, Any] = {}
+
+    def walk(tree: Mapping[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, Mapping) and path not in FIELD_PATHS:
+                walk(value, f"{path}.")
+            else:
+                flat[path] = value
+
+    walk(overrides, "")
+    _check_keys(list(flat), "overrides")
+    return flat
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """`top` merged onto `base`: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def resolve_settings(
+    settings: Settings | Mapping[str, Any] | None,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
+) -> Settings:
+    """The flow's settings: `preset` (resolved like the CLI's) or else `settings` (else the smoke
+    preset), with `overrides` deep-merged on top and the whole tree validated (cross-field checks too)."""
+    if preset is not None:
+        base: dict[str, Any] = load_settings(preset).model_dump(mode="json")
+    elif isinstance(settings, Settings):
+        base = settings.model_dump(mode="json")
+    elif settings is not None:
+        base = json.loads(json.dumps(dict(settings), default=str))
+    else:
+        base = load_settings("smoke").model_dump(mode="json")
+    for path, value in flatten_overrides(overrides).items():
+        node = base
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return validate_settings(base)
 
 
 def validate_settings(raw: Mapping[str, Any]) -> Settings:

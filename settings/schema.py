@@ -305,8 +305,10 @@ class PipelineSettings(BaseModel):
     retention_days: float = Field(
         14.0, ge=0, description="golf gc removes unreferenced outputs older than this."
     )
-    nightly_cron: str = Field("0 2 * * *", description="Cron for the nightly reproduction deployment.")
-    timezone: str = Field("UTC", description="Timezone of nightly_cron.")
+    quality_gate: Literal["fail", "warn"] = Field(
+        "fail",
+        description="A final bpb above the bigram's (on the same scored tokens) fails validate; warn = log only (experiments).",
+    )
 
     @field_validator("stages")
     @classmethod
@@ -315,6 +317,34 @@ class PipelineSettings(BaseModel):
         if unknown:
             raise ValueError(f"pipeline.stages: unknown stage(s) {unknown}; allowed: {list(STAGES)}")
         return tuple(s for s in STAGES if s in v)
+
+
+class DriftSettings(BaseModel):
+    """Nightly drift check: final bpb and artifact bytes against the previous successful nightly."""
+
+    model_config = _STRICT
+
+    check: Literal["deployment", "always", "off"] = Field(
+        "deployment",
+        description="Compare with the previous successful run of the same settings: in deployment runs "
+        "(the nightly), in every run, or never.",
+    )
+    bpb_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Allowed |Δ final bpb| (default ≈ 3× the measured 3-seed std of q2-geode, 0.0031; docs/decisions/pipeline.md).",
+    )
+    bytes_tolerance: int = Field(
+        4500,
+        ge=0,
+        description="Allowed |Δ artifact bytes| (default 3× the 8×H100 anchor's 3-seed std of 1,498 bytes).",
+    )
+    reference_bpb: float | None = Field(
+        None, gt=0, description="Pinned reference final bpb (also compared when set)."
+    )
+    reference_bytes: int | None = Field(
+        None, gt=0, description="Pinned reference artifact bytes (also compared when set)."
+    )
 
 
 class Settings(BaseModel):
@@ -331,6 +361,7 @@ class Settings(BaseModel):
     pack: PackSettings = PackSettings()
     eval: EvalSettings = EvalSettings()
     pipeline: PipelineSettings = PipelineSettings()
+    drift: DriftSettings = DriftSettings()
 
     @model_validator(mode="after")
     def _cross(self) -> Settings:

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from golf.settings import Settings
 from golf.tasks.cache import StageRecord, StageResult
 from golf.tasks.common import cached_stage, logger
+from golf.tasks.retries import TRANSIENT_RETRIES
 
 
 def byte_table(tokenise: StageRecord) -> Any:
@@ -53,7 +54,7 @@ def count_bigrams(tokenise: StageRecord, work: Path) -> StageResult:
     )
 
 
-@task(name="bigram", cache_policy=NO_CACHE, persist_result=False)
+@task(name="bigram", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def bigram(settings: Settings, tokenise: StageRecord, force: bool = False) -> Any:
     """Count bigrams of the training shards and score the bigram model on the validation shards."""
     return cached_stage(

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
-from prefect.states import Completed, Failed, State
+from prefect.client.schemas.objects import StateDetails
+from prefect.states import Cancelled, Completed, Failed, State
+from prefect.utilities.annotations import quote
 
 from golf.settings import Settings, SettingsError
 from golf.tasks.cache import CacheError, StageCache, StageRecord, StageResult, explain_key
@@ -25,7 +27,7 @@ from golf.tasks.digests import STORE_NAME, FileDigests
 from golf.tasks.inputs import stage_inputs
 from golf.tasks.runs import RunDir
 from golf.tasks.stages import UPSTREAM, VERIFY_ALWAYS, needed_stages, stage_config
-from golf.tasks.subproc import SubprocessFailed, SubprocessTimeout
+from golf.tasks.subproc import SubprocessFailed, SubprocessTimeout, interrupt_signal
 
 # Library errors that mean "bad input or a failed stage", not "a bug": reported as one line.
 _ERROR_NAMES = (
@@ -60,6 +62,14 @@ TRACE_LOGGER = "golf.trace"  # tracebacks of failed stages: the run's log file o
 
 class StageFailed(RuntimeError):
     """A stage failed; the message is the one line the UI log shows."""
+
+
+class StageInterrupted(StageFailed):
+    """A stage was interrupted by a signal (SIGINT, SIGTERM, SIGHUP); the run ends Cancelled."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 def quiet_failed_state_log(record: logging.LogRecord) -> bool:
@@ -133,11 +143,22 @@ def cached_stage(
         )  # fmt: skip
     except stage_errors() as e:
         return failed(stage, e)
+    except KeyboardInterrupt as e:  # SIGINT/SIGTERM/SIGHUP; the trainer's group is already killed
+        sig = interrupt_signal(e)
+        log.warning("%s: interrupted by signal %d; its work folder is kept (a rerun resumes)", stage, sig)
+        return Cancelled(message=f"{stage}: interrupted by signal {sig}")  # the runner reads N back
     if why := cache.invalid.get(stage):
         log.warning("%s: the cached entry was invalid (%s); re-ran the stage", stage, why)
     if hit:
-        log.info("%s: cached (%s; %s)", stage, record.dir, explain_key(record))
-        return Completed(name="Cached", message=f"{stage} served from the cache", data=record)
+        # Why it hit: the key held by the stage record (never recomputed here) and what it holds,
+        # in the log, the state message and the state's cache key.
+        log.info("%s: cached, key %s (%s; %s)", stage, record.key, record.dir, explain_key(record))
+        return Completed(
+            name="Cached",
+            message=f"{stage} served from the cache (key {record.key[:16]})",
+            data=record,
+            state_details=StateDetails(cache_key=record.key),
+        )
     log.info("%s: done in %.1f s (%s)", stage, record.seconds, record.dir)
     return record
 
@@ -163,7 +184,16 @@ class StageRunner:
         ups = dict(zip(UPSTREAM[name], upstream, strict=True))
         t0 = time.perf_counter()
         if name in self.selected:
-            state: State[Any] = task(self.settings, *upstream, force=name in self.force, return_state=True)
+            # quote(): Prefect must not walk the settings for upstream links (it drew every
+            # earlier task as an input of every task); the records are the real edges.
+            state: State[Any] = task(
+                quote(self.settings), *upstream, force=name in self.force, return_state=True
+            )
+            if state.is_cancelled():
+                self.status[name] = {"status": "cancelled", "seconds": round(time.perf_counter() - t0, 3),
+                                     "cached": False}  # fmt: skip
+                message = state.message or f"{name} interrupted"
+                raise StageInterrupted(message, interrupt_signal(StageFailed(message)))
             if not state.is_completed():
                 self.status[name] = {
                     "status": "failed",

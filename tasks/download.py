@@ -1,8 +1,8 @@
 """The download stage: manifest, shards, tokenizer (and docs when tokenising them) from the hub or a mirror.
 
-The only stage that touches the network, so the only one with retries: network faults (connection
-errors, timeouts, HTTP 408/429/5xx, anywhere in the cause chain) are retried with backoff; a 404,
-a checksum mismatch or a missing mirror fail at once. The library retries each file too; these
+The only stage that touches the hub. Like every stage it retries transient faults with backoff
+(`golf.tasks.retries`: connection errors, timeouts, HTTP 408/429/5xx, a lost Prefect API); a
+404, a checksum mismatch or a missing mirror fail at once. The library retries each file too; these
 task-level retries resume the partial download (the work folder is kept).
 """
 
@@ -23,9 +23,7 @@ from golf.settings.convert import hub_config
 from golf.tasks.cache import StageResult
 from golf.tasks.common import cached_stage
 from golf.tasks.inputs import resolved_commit
-
-RETRIES = 2
-RETRY_DELAYS = [10, 60]  # seconds; backoff between whole-task attempts
+from golf.tasks.retries import TRANSIENT_RETRIES
 
 
 def is_network_fault(exc: BaseException) -> bool:
@@ -75,14 +73,7 @@ def fetch(settings: Settings, work: Path, inputs: Mapping[str, str]) -> StageRes
     )
 
 
-@task(
-    name="download",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_network_fault,
-)
+@task(name="download", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def download(settings: Settings, force: bool = False) -> Any:
     """Fetch the challenge data (hub at a pinned revision, or a local mirror), sha256-verified."""
     return cached_stage(

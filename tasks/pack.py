@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from golf.settings import Settings
 from golf.tasks.cache import StageRecord, StageResult, sha256_json
 from golf.tasks.common import cached_stage
+from golf.tasks.retries import TRANSIENT_RETRIES
 from golf.tasks.stages import needed_stages, stage_config
 
 
@@ -40,7 +41,7 @@ def pack_artifact(settings: Settings, recalibrate: StageRecord, work: Path) -> S
     )  # fmt: skip
 
 
-@task(name="pack", cache_policy=NO_CACHE, persist_result=False)
+@task(name="pack", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def pack(settings: Settings, recalibrate: StageRecord, force: bool = False) -> Any:
     """Pack the recalibrated model into its artifact."""
     return cached_stage(

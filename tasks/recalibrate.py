@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from golf.settings import Settings
 from golf.tasks.cache import StageRecord, StageResult
 from golf.tasks.common import cached_stage, logger
+from golf.tasks.retries import TRANSIENT_RETRIES
 
 
 def recalibrate_tau(settings: Settings, train: StageRecord, work: Path) -> StageResult:
@@ -46,7 +47,7 @@ def recalibrate_tau(settings: Settings, train: StageRecord, work: Path) -> Stage
     )  # fmt: skip
 
 
-@task(name="recalibrate", cache_policy=NO_CACHE, persist_result=False)
+@task(name="recalibrate", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def recalibrate(settings: Settings, train: StageRecord, tokenise: StageRecord, force: bool = False) -> Any:
     """Re-fit τ on the final weights (squared error, or activation-weighted); keep it if val bpb improves."""
     return cached_stage(

@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from golf.settings import Settings, settings_hash
 from golf.tasks.cache import StageRecord, StageResult, write_json_atomic
 from golf.tasks.common import cached_stage
+from golf.tasks.retries import TRANSIENT_RETRIES
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -106,6 +107,7 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
     )
     bpb_rows = [
         ("bigram baseline (val)", data["bigram_bpb"]),
+        ("bigram on the scored targets (quality gate)", val.values.get("bigram_scored_bpb")),
         ("pre-quant (training weights, val slice)", data["prequant_bpb"]),
         ("post-quant (before τ recalibration, val slice)", data["postquant_bpb"]),
         ("post-recalibration (val slice)", data["recalibrated_bpb"]),
@@ -166,7 +168,7 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
     return StageResult(values={k: data[k] for k in keep})
 
 
-@task(name="report", cache_policy=NO_CACHE, persist_result=False)
+@task(name="report", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def report(
     settings: Settings,
     bigram: StageRecord,

@@ -11,6 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from golf.settings import Settings
 from golf.tasks.cache import StageRecord, StageResult, verify_outputs, write_json_atomic
 from golf.tasks.common import cached_stage, logger
+from golf.tasks.publish import publish_table, record_of, rows
+from golf.tasks.retries import TRANSIENT_RETRIES
 
 
 def shipped_code(work: Path) -> list[Path]:
@@ -38,9 +40,15 @@ def check_size(settings: Settings, pack: StageRecord, work: Path) -> StageResult
     return StageResult(values={k: data[k] for k in keep})
 
 
-@task(name="size_check", cache_policy=NO_CACHE, persist_result=False)
+@task(name="size_check", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def size_check(settings: Settings, pack: StageRecord, force: bool = False) -> Any:
     """Fail the pipeline when artifact + shipped code exceed the byte budget; print the breakdown."""
-    return cached_stage(
+    result = cached_stage(
         "size_check", settings, {"pack": pack}, lambda work: check_size(settings, pack, work), force=force
     )
+    if (record := record_of(result)) is not None:
+        names = ("artifact_bytes", "code_bytes", "total_bytes", "budget_bytes", "headroom_bytes", "ok")
+        publish_table(
+            "golf-size-breakdown", rows(record.values, names), "size check: artifact + code vs budget"
+        )
+    return result

@@ -20,7 +20,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "recalibrate": ("train", "tokenise"),
     "pack": ("recalibrate",),
     "size_check": ("pack",),
-    "validate": ("pack", "tokenise"),
+    "validate": ("pack", "tokenise", "bigram"),
     "report": ("bigram", "train", "recalibrate", "pack", "size_check", "validate"),
 }
 assert tuple(UPSTREAM) == STAGES

@@ -3,13 +3,20 @@
 Pure logic (no Prefect import). Prefect task timeouts do not kill child processes (SPEC §8),
 so this does: on timeout, on cancellation (KeyboardInterrupt, SIGTERM from the Prefect
 runner) and on any error, the whole group — torchrun and every rank — gets SIGTERM, then
-SIGKILL after a grace period.
+SIGKILL after a grace period. The group also gets SIGTERM if this process dies without a
+chance to clean up (SIGKILL): `PR_SET_PDEATHSIG` on Linux.
+
+`InterruptSignals` is the entry point's side: SIGINT, SIGTERM and SIGHUP become one
+KeyboardInterrupt in the main thread (so every `finally` runs), and `interrupt_signal` reads
+which signal it was (for the exit code 128 + N).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -18,6 +25,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 GRACE_SECONDS = 10.0
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
 
 
 class SubprocessTimeout(RuntimeError):
@@ -66,6 +75,71 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def interrupt_signal(exc: BaseException) -> int:
+    """The signal behind an interrupt: Prefect's TerminationSignal(.signal), a message naming "signal N"
+    ("received signal 15", a Cancelled stage's "interrupted by signal 15"), else SIGINT."""
+    sig = getattr(exc, "signal", None)
+    if isinstance(sig, int):
+        return sig
+    found = re.search(r"signal (\d+)", str(exc))
+    return int(found.group(1)) if found else int(signal.SIGINT)
+
+
+class InterruptSignals:
+    """While inside (main thread): the first SIGINT/SIGTERM/SIGHUP raises KeyboardInterrupt("received
+    signal N"); later ones are recorded and ignored, so cleanup (killing the trainer, writing the
+    run's final state) is not interrupted in turn. A signal that was ignored on entry (`nohup`, a
+    background job's SIGINT) stays ignored. `shield()` ignores every signal from then on."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+        self._shielded = False
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.received is None and not self._shielded:
+            self.received = signum
+            raise KeyboardInterrupt(f"received signal {signum}")
+        self.received = self.received or signum
+
+    def shield(self) -> None:
+        """From now on every handled signal is only recorded (cleanup under way)."""
+        self._shielded = True
+
+    def __enter__(self) -> InterruptSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in INTERRUPT_SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous is signal.SIG_IGN:
+                    continue
+                self._previous[sig] = previous
+                signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)  # type: ignore[arg-type]
+        self._previous.clear()
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """Preexec function: the child gets SIGTERM when the thread that forked it dies (Linux), else None.
+
+    The libc lookup happens in the parent; the child runs only the prctl call before exec.
+    """
+    if not os.uname().sysname == "Linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
 def run_streaming(
     cmd: Sequence[str],
     *,
@@ -90,6 +164,9 @@ def run_streaming(
         env=None if env is None else dict(env),
         cwd=cwd,
         start_new_session=True,  # its own process group: killpg reaches torchrun and every rank
+        # SIGTERM to the leader if this thread dies first (SIGKILL); only set when called from the
+        # main thread, whose death is this process's (a worker thread's end would fire it early).
+        preexec_fn=die_with_parent() if threading.current_thread() is threading.main_thread() else None,  # noqa: PLW1509
     )
     tail: list[str] = []
 

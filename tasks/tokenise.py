@@ -21,6 +21,7 @@ from golf.settings import Settings
 from golf.settings.convert import tokenise_config
 from golf.tasks.cache import StageRecord, StageResult
 from golf.tasks.common import cached_stage
+from golf.tasks.retries import TRANSIENT_RETRIES
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -99,7 +100,7 @@ def _result(
     )
 
 
-@task(name="tokenise", cache_policy=NO_CACHE, persist_result=False)
+@task(name="tokenise", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def tokenise(settings: Settings, download: StageRecord, force: bool = False) -> Any:
     """Produce the training token shards: hub sp shards as they are, byte260 conversion, or tokenised docs."""
     return cached_stage(

@@ -4,8 +4,8 @@ The trainer runs in its own process group; its output is streamed line by line i
 log, and the whole group is killed on `train.timeout_seconds`, on cancellation or on any error
 (Prefect's own task timeout would not reach child processes). The work folder is keyed by the
 stage's cache key and kept after a failure, so re-running the stage (`golf stage train`)
-resumes from the trainer's last checkpoint. No automatic retries: a crash is not a network
-fault, and a diverged run (exit code 3) would only diverge again.
+resumes from the trainer's last checkpoint. Retries on transient faults only (a lost Prefect
+API; `golf.tasks.retries`): a crash or a diverged run (exit code 3) would only fail again.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from golf.settings import Settings
 from golf.settings.convert import model_config, torchrun_command, train_job
 from golf.tasks.cache import StageRecord, StageResult
 from golf.tasks.common import cached_stage, logger
+from golf.tasks.publish import publish_table, record_of, rows
+from golf.tasks.retries import TRANSIENT_RETRIES
 from golf.tasks.subproc import run_streaming
 
 OUTPUTS = ("final.pt", "train_summary.json", "metrics.jsonl", "events.jsonl", "RUN.json")
@@ -80,10 +82,13 @@ def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord,
     )  # fmt: skip
 
 
-@task(name="train", cache_policy=NO_CACHE, persist_result=False)
+@task(name="train", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def train(settings: Settings, tokenise: StageRecord, bigram: StageRecord, force: bool = False) -> Any:
     """Train the model with torchrun (its own process group), resuming from a checkpoint if one exists."""
-    return cached_stage(
+    result = cached_stage(
         "train", settings, {"tokenise": tokenise, "bigram": bigram},
         lambda work: run_training(settings, tokenise, bigram, work), resume=True, force=force,
     )  # fmt: skip
+    if (record := record_of(result)) is not None:
+        publish_table("golf-train-summary", rows(record.metrics), "train: the trainer's summary")
+    return result

@@ -7,8 +7,13 @@ temporary SQLite database); PREFECT_API_URL is exported so `golf` subprocesses (
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,3 +100,53 @@ def task_states(flow_run_id: Any) -> dict[str, str]:
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs if r.state is not None}
+
+
+SERVED = "golf-pipeline/test-nightly"
+
+
+def wait_for_deployment(name: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    """Block until `golf serve` (proc) has registered deployment `name`."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "golf serve exited early"
+            try:
+                client.read_deployment_by_name(name)
+                return
+            except Exception:
+                time.sleep(0.5)
+    raise TimeoutError(f"deployment {name} did not appear within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def served(flows: FlowHelper, sample_root: Path, shared_artifacts: Path) -> Iterator[str]:
+    """`golf serve --preset test` on the session server (data stages, the shared artifacts); yields its name."""
+    data = ["download", "tokenise", "bigram"]
+    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts),
+           "GOLF_PIPELINE__STAGES": json.dumps(data), "GOLF_TOKENISER__WORKERS": "1"}  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "golf.flows.cli",
+        "serve",
+        "--preset",
+        "test",
+        "--name",
+        SERVED.split("/")[1],
+    ]
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
+    try:
+        wait_for_deployment(SERVED, proc)
+        yield SERVED
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

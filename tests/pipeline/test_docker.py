@@ -100,3 +100,12 @@ def test_nightly_settings_are_the_h100x8_preset() -> None:
         os.environ.update(env)
     got = Settings.model_validate(_nightly()["parameters"]["settings"])
     assert got == expected and got.train.nproc == 8
+
+
+def test_nightly_notification_automation_is_valid() -> None:
+    """docker/nightly-drift-automation.yaml is a valid Prefect automation on failed nightly runs."""
+    from prefect.automations import AutomationCore
+
+    path = Path(__file__).resolve().parents[2] / "docker" / "nightly-drift-automation.yaml"
+    auto = AutomationCore.model_validate(yaml.safe_load(path.read_text()))
+    assert auto.trigger.expect == {"prefect.flow-run.Failed"} and auto.actions[0].type == "send-notification"

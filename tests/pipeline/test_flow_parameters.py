@@ -25,3 +25,14 @@ def test_invalid_parameters_are_rejected() -> None:
     bad["pack"]["budget_bytes"] = -1
     with pytest.raises(Exception, match="budget_bytes"):
         golf_pipeline.validate_parameters({"settings": bad})
+
+
+def test_form_offers_preset_and_overrides_but_no_schedule() -> None:
+    """The run form gains `preset` and `overrides`; the nightly cron (nothing for one run) is not in it."""
+    from golf.flows.pipeline import golf_pipeline
+
+    schema = golf_pipeline.parameters.model_dump()
+    defs = schema.get("definitions") or schema.get("$defs")
+    assert {"preset", "overrides"} <= set(schema["properties"])
+    assert "nightly_cron" not in defs["PipelineSettings"]["properties"]
+    assert "quality_gate" in defs["PipelineSettings"]["properties"] and "DriftSettings" in defs

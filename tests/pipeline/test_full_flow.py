@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +67,28 @@ def test_report_files_and_markdown_artifact(first_run) -> None:
                 flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
             )
         )
-    assert [a.type for a in found] == ["markdown"] and "Stages of this run" in found[0].data
+    report = [a for a in found if a.key == "golf-report"]
+    assert [a.type for a in report] == ["markdown"] and "Stages of this run" in report[0].data
+
+
+def test_report_artifact_embeds_the_chart_and_links_stage_tables(first_run) -> None:
+    """The report artifact shows the loss chart inline (a data URI) and links each stage's table artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[first_run[0].state_details.flow_run_id])
+            )
+        )
+    by_key = {a.key: a for a in found}
+    tables = {"golf-train-summary", "golf-size-breakdown", "golf-bpb"}
+    assert tables <= set(by_key) and all(by_key[k].type == "table" for k in tables)
+    report = by_key["golf-report"].data
+    assert "![loss](data:image/png;base64,iVBOR" in report and "](loss.png)" not in report
+    assert all(f"[{k}](/artifacts/artifact/{by_key[k].id})" in report for k in tables)
+    assert "final_bpb" in by_key["golf-bpb"].data and "bigram_scored_bpb" in by_key["golf-bpb"].data
 
 
 def test_immediate_rerun_skips_every_stage(flows, first_run) -> None:
@@ -188,46 +207,15 @@ def test_concurrent_runs_with_different_settings(
     assert {1024, 260} <= vocabs
 
 
-def _wait_for_deployment(name: str, proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "golf serve exited early"
-            try:
-                client.read_deployment_by_name(name)
-                return
-            except Exception:
-                time.sleep(0.5)
-    raise TimeoutError(f"deployment {name} did not appear within {timeout} s")
-
-
-def test_served_deployment_runs_when_triggered(flows, sample_root: Path, shared_artifacts: Path) -> None:
+def test_served_deployment_runs_when_triggered(flows, served: str, shared_artifacts: Path) -> None:
     """`golf serve` registers the deployment; a run triggered through the API completes; the
     deployment's parameter schema (the UI form) rejects an invalid value. Data stages only, to stay quick."""
     from prefect.deployments import run_deployment
 
-    data = ["download", "tokenise", "bigram"]
-    env = {**os.environ, "GOLF_DATA__MIRROR": str(sample_root), "GOLF_PIPELINE__ARTIFACTS_DIR": str(shared_artifacts),
-           "GOLF_PIPELINE__STAGES": json.dumps(data), "GOLF_TOKENISER__WORKERS": "1"}  # fmt: skip
-    cmd = [sys.executable, "-m", "golf.flows.cli", "serve", "--preset", "test", "--name", "test-nightly"]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        _wait_for_deployment("golf-pipeline/test-nightly", proc)
-        flow_run = run_deployment("golf-pipeline/test-nightly", timeout=240)
-        assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
-        assert set(flows.states(flow_run.id)) == set(data)
-        bad = flows.settings("test", shared_artifacts).model_dump(mode="json")
-        bad["train"]["max_steps"] = 0
-        with pytest.raises(Exception, match="max_steps|minimum|greater"):
-            run_deployment("golf-pipeline/test-nightly", parameters={"settings": bad}, timeout=0)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    flow_run = run_deployment(served, timeout=240)
+    assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
+    assert set(flows.states(flow_run.id)) == {"download", "tokenise", "bigram"}
+    bad = flows.settings("test", shared_artifacts).model_dump(mode="json")
+    bad["train"]["max_steps"] = 0
+    with pytest.raises(Exception, match="max_steps|minimum|greater"):
+        run_deployment(served, parameters={"settings": bad}, timeout=0)
