@@ -213,7 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     job, out = _dry_job(settings)
     report = dry_run(
         job, settings.train.nproc, args.device, cache_dir=_step_cost_cache(settings),
-        eval_stride=settings.eval.stride or settings.eval.seq_len,
+        eval_stride=settings.eval.stride or settings.eval.seq_len, calibration_ratio=args.calibration_ratio,
     )  # fmt: skip
     print(report.format())
     print(
@@ -418,6 +418,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="plan the job (meta device) and print the torchrun command"
     )
     p.add_argument("--device", default="H100", help="GPU to project onto: H100 (default) or H200")
+    p.add_argument(
+        "--calibration-ratio", type=float, default=None, metavar="R",
+        help="use this step-cost calibration ratio instead of counting the baseline (e.g. a measured one)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ui", help="start a local Prefect server + UI (analytics off) and print its URL")

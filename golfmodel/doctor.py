@@ -60,7 +60,7 @@ class Ctx:
 
 # --smoke's toy model: one GQA and one CfC block (the tests count its units once and share them)
 SMOKE_MODEL = ModelConfig(
-    arm="q2-geode", vocab_size=64, d_model=32, depth=1, pattern="GC", n_heads=4, n_kv_heads=2, mlp_mult=2.0,
+    arm="q2-geode", vocab_size=1024, d_model=32, depth=1, pattern="GC", n_heads=4, n_kv_heads=2, mlp_mult=2.0,
     max_seq_len=64,
 )  # fmt: skip
 SMOKE_SEQ_LEN = 64
