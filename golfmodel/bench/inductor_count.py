@@ -99,18 +99,21 @@ def _node_bytes_at(graph: Any, batch: int) -> list[tuple[Any, float]]:
     import sympy
 
     sv = graph.sizevars
-    old = sv.optimization_hint
 
-    def hint(expr: Any, fallback: int = 0) -> int:
+    def hint(expr: Any, fallback: int | None = 0, **_: Any) -> int:
         e = sympy.sympify(expr)
         if e.free_symbols:
             e = e.subs({s: batch for s in e.free_symbols})
         try:
             return int(e)
         except TypeError:
-            return fallback
+            return int(fallback or 0)
 
-    sv.optimization_hint = hint
+    # torch 2.13 asks `optimization_hint`, older releases (the lent GPU's 2.11 may) `size_hint`
+    names = [n for n in ("optimization_hint", "size_hint") if hasattr(sv, n)]
+    saved = {n: sv.__dict__.get(n) for n in names}
+    for n in names:
+        setattr(sv, n, hint)
     try:
         return [
             (
@@ -122,7 +125,11 @@ def _node_bytes_at(graph: Any, batch: int) -> list[tuple[Any, float]]:
             for n in graph.scheduler.nodes
         ]
     finally:
-        sv.optimization_hint = old
+        for n in names:
+            if saved[n] is None:
+                delattr(sv, n)
+            else:
+                setattr(sv, n, saved[n])
 
 
 def _counting_backend(sink: list[list[KernelCount]], timing: list[float]) -> Callable[..., Any]:
@@ -218,4 +225,9 @@ def count_step(
         finally:
             dynamo.reset()
     kernels = tuple(k for rows in sink for k in rows)
+    if not sink or sum(k.per_seq for k in kernels) <= 0:
+        raise RuntimeError(
+            f"count_step: no per-sequence bytes counted ({len(sink)} graphs): this torch ({torch.__version__}) "
+            "lowers differently from the one the counter was written for (2.13)"
+        )
     return StepCounts(kernels=kernels, graphs=len(sink), lowering_seconds=sum(timing), seq_len=seq_len)
