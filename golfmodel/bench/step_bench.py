@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from golfmodel.bench.step_cost import AFTER, GPUS, TODAY, Projection, calibration_ratio, format_table, project
+from golfmodel.bench.step_cost import AFTER, GPUS, TODAY, Projection, calibration_ratio, project
 from golfmodel.bench.step_count import count_arm
 
 DESIGNS = {"today": TODAY, "after": AFTER}
@@ -126,3 +126,36 @@ def run(
 
         atomic_write_text(json_path, json.dumps(sc.summary(design), indent=2) + "\n")
     return 0
+
+
+def format_table(projections: list[Projection]) -> str:
+    """Component rows (device ms per step) side by side, then the step, the budget and the evaluation."""
+    names = []
+    for p in projections:
+        for r in p.rows:
+            if r.component not in names:
+                names.append(r.component)
+    heads = [f"{p.arm} {p.design}" for p in projections]
+    w0 = max(len(n) for n in [*names, "tokens in budget (M)"]) + 2
+    ws = [max(12, len(h) + 2) for h in heads]
+    out = [f"{'component (ms / step)':<{w0}}" + "".join(f"{h:>{w}}" for h, w in zip(heads, ws, strict=True))]
+    for n in names:
+        cells = []
+        for p, w in zip(projections, ws, strict=True):
+            r = next((r for r in p.rows if r.component == n), None)
+            cells.append(f"{(r.device_s * 1e3 if r else 0.0):>{w}.2f}" if r else f"{'-':>{w}}")
+        out.append(f"{n:<{w0}}" + "".join(cells))
+    summary = [
+        ("step, uncalibrated", lambda p: f"{p.uncalibrated_step_ms:.2f}"),
+        ("calibration ratio", lambda p: f"{p.calibration_ratio:.3f}"),
+        ("step, calibrated", lambda p: f"{p.step_ms:.2f}"),
+        ("steps in budget", lambda p: f"{p.steps_in_budget:,}"),
+        ("tokens in budget (M)", lambda p: f"{p.tokens_in_budget / 1e6:,.0f}"),
+        ("eval s (stride 64, all)", lambda p: f"{p.eval_seconds:.1f}"),
+        ("graphs to compile", lambda p: f"{p.graphs}"),
+        ("compile warm-up s", lambda p: f"{p.compile_warmup_seconds:.0f}"),
+    ]
+    out.append("-" * (w0 + sum(ws)))
+    for label, fn in summary:
+        out.append(f"{label:<{w0}}" + "".join(f"{fn(p):>{w}}" for p, w in zip(projections, ws, strict=True)))
+    return "\n".join(out)

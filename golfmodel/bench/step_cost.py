@@ -2,8 +2,8 @@
 
     counts = count_arm(job.model, seq_len=job.train.seq_len)          # golfmodel.bench.step_count
     proj = project(job, counts, world_size=8, gpu=GPUS["H100"], design=TODAY)
-    ratio = calibration_ratio()                                        # baseline's 43.54 ms / our projection
-    print(format_table([proj.calibrated(ratio), ...]))
+    ratio, _ = calibration_ratio(count_arm(baseline_job().model, seq_len=1024))  # 43.54 ms / projected
+    print(format_table([proj.calibrated(ratio), ...]))                 # golfmodel.bench.step_bench
 
 Device time per component (docs/gpu.md has the method and today's table):
 - matmuls: FLOPs counted by `FlopCounterMode` on the real blocks / the achievable bf16 rate;
@@ -24,15 +24,19 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from golfmodel.bench.step_analytic import (
+    ADAM_BYTES_PER_PARAM,
+    CLIP_BYTES_PER_PARAM,
+    TAU_EXACT_BYTES_PER_WEIGHT,
+    TAU_EXACT_OPS_PER_MATRIX,
+    model_matrices,
+    muon_rows,
+    scan_traffic,
+)
 from golfmodel.bench.step_count import ArmCounts
 
 BASELINE_STEP_MS = 43.54  # naive baseline, 8xH100, 524,288 tokens/step (anchors/naive_baseline_train.log)
 VAL_TOKENS = 63_779_840  # the challenge's validation split (the baseline log's val_loader tokens)
-SCAN_PASSES_FUSED = 9  # full (B, T, d) fp32 passes per CfC layer, forward + backward, of a fused scan
-TAU_EXACT_BYTES_PER_WEIGHT = 120  # float64 copy, per-row sort, prefix sums and searches of fit_tau
-TAU_EXACT_OPS_PER_MATRIX = 61  # eager ops of one exact refit (issue 10), each matrix
-ADAM_BYTES_PER_PARAM = 28  # foreach AdamW: read p, g, m, v, write p, m, v (fp32)
-CLIP_BYTES_PER_PARAM = 12  # grad-norm read + the scale's read/write (fp32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,78 +146,6 @@ class Projection:
         return d
 
 
-def scan_traffic(batch: int, seq_len: int, d: int) -> tuple[float, str]:
-    """(bytes, source) of the fused CfC scan's forward + backward for one layer."""
-    try:
-        from golfmodel.model.scan_triton import scan_traffic_bytes  # the fused kernel's own count
-
-        return float(scan_traffic_bytes(batch, seq_len, d)), "scan_triton.scan_traffic_bytes"
-    except (ImportError, TypeError):
-        # TODO(scan): use scan_triton.scan_traffic_bytes once it lands (signature assumed (B, T, d)).
-        return float(
-            SCAN_PASSES_FUSED * batch * seq_len * d * 4
-        ), f"{SCAN_PASSES_FUSED} fp32 passes (analytic)"
-
-
-def _matrices(job: Any) -> tuple[list[tuple[int, int]], int, int, int]:
-    """(Muon matrix shapes, AdamW params, Q2Linear weights, all params) of the job's model, on meta."""
-    import torch
-    from torch import nn
-
-    from golfmodel.model import build_model
-    from golfmodel.train.muon import split_params
-
-    with torch.device("meta"):
-        model = build_model(job.model)
-    muon, decay, no_decay = split_params(model)
-    n_q2 = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and hasattr(m, "tau"))
-    n_all = sum(p.numel() for p in model.parameters())
-    return [tuple(p.shape) for p in muon], sum(p.numel() for p in decay + no_decay), n_q2, n_all
-
-
-def _muon(
-    shapes: list[tuple[int, int]], ns: int, world: int, gpu: GPUProfile, sharded: bool
-) -> tuple[Row, Row | None]:
-    """Newton–Schulz rows: per matrix 3 matmuls x ns iterations on the wide orientation."""
-
-    def ns_flops(m: int, n: int) -> float:
-        r, c = min(m, n), max(m, n)
-        return ns * (4.0 * r * r * c + 2.0 * r**3)
-
-    mk = gpu.min_kernel_s
-    if not sharded:  # every rank orthogonalises every matrix, eager: ~10 + 8·ns ops each
-        dev = host = 0.0
-        for m, n in shapes:
-            f = ns_flops(m, n)
-            dev += 3 * ns * max(mk, f / (3 * ns) / gpu.matmul_flops)
-            dev += (10 + 5 * ns) * max(mk, 12.0 * m * n / gpu.hbm_bytes)
-            host += (10 + 8 * ns) * gpu.eager_op_s
-        note = f"{len(shapes)} matrices on every rank, eager (~{10 + 8 * ns} ops each)"
-        return Row(component="Muon (Newton–Schulz)", device_s=dev, host_s=host, note=note), None
-    groups: dict[tuple[int, int], int] = {}
-    for s in shapes:
-        groups[s] = groups.get(s, 0) + 1
-    dev = host = 0.0
-    n_el = 0
-    for (m, n), k in groups.items():
-        mine = math.ceil(k / world)  # this rank's share of the equal-shaped stack
-        kernels = 4 * ns + 4  # 3 batched matmuls + 1 fused elementwise per iteration, compiled
-        work = mine * (ns_flops(m, n) / gpu.matmul_flops + (10 + 5 * ns) * 12.0 * m * n / gpu.hbm_bytes)
-        dev += max(kernels * mk, work)
-        host += kernels * gpu.launch_s
-        n_el += k * m * n
-    gather = 2.0 * n_el * (world - 1) / world / gpu.bus_bytes + gpu.collective_latency_s if world > 1 else 0.0
-    row = Row(
-        component="Muon (Newton–Schulz)",
-        device_s=dev,
-        host_s=host,
-        note=f"{len(groups)} shapes batched, 1/{world} per rank, compiled",
-    )
-    return row, Row(
-        component="Muon all-gather", device_s=gather, host_s=gpu.launch_s, note="bf16 updates, NVLink"
-    )
-
-
 def project(
     job: Any,
     counts: ArmCounts,
@@ -278,12 +210,12 @@ def project(
     kernels = sum(u.kernels * M[k] for k, u in U.items()) * micro
     launch_host = kernels * gpu.launch_s  # the compiled forward + backward's launches
 
-    shapes, n_adam, n_q2, n_all = _matrices(job)
-    muon, gather = _muon(shapes, job.optim.ns_steps, world_size, gpu, design.muon_sharded)
+    shapes, n_adam, n_q2, n_all = model_matrices(job)
+    muon, gather = muon_rows(shapes, job.optim.ns_steps, world_size, gpu, design.muon_sharded)
     rows.append(muon)
     if gather is not None:
         rows.append(gather)
-    opt_b = n_adam * ADAM_BYTES_PER_PARAM + n_all * CLIP_BYTES_PER_PARAM + len(shapes) * 0
+    opt_b = n_adam * ADAM_BYTES_PER_PARAM + n_all * CLIP_BYTES_PER_PARAM
     rows.append(
         Row(
             component="AdamW + grad clip",
@@ -413,36 +345,3 @@ def calibration_ratio(counts: ArmCounts, *, gpu: GPUProfile = GPUS["H100"]) -> t
     """(measured 43.54 ms / projected, the baseline's projection) on 8 x `gpu` (the anchor ran on H100)."""
     proj = project(baseline_job(), counts, world_size=8, gpu=gpu, design=BASELINE)
     return BASELINE_STEP_MS / proj.uncalibrated_step_ms, proj
-
-
-def format_table(projections: list[Projection]) -> str:
-    """Component rows (device ms per step) side by side, then the step, the budget and the evaluation."""
-    names = []
-    for p in projections:
-        for r in p.rows:
-            if r.component not in names:
-                names.append(r.component)
-    heads = [f"{p.arm} {p.design}" for p in projections]
-    w0 = max(len(n) for n in [*names, "tokens in budget (M)"]) + 2
-    ws = [max(12, len(h) + 2) for h in heads]
-    out = [f"{'component (ms / step)':<{w0}}" + "".join(f"{h:>{w}}" for h, w in zip(heads, ws, strict=True))]
-    for n in names:
-        cells = []
-        for p, w in zip(projections, ws, strict=True):
-            r = next((r for r in p.rows if r.component == n), None)
-            cells.append(f"{(r.device_s * 1e3 if r else 0.0):>{w}.2f}" if r else f"{'-':>{w}}")
-        out.append(f"{n:<{w0}}" + "".join(cells))
-    summary = [
-        ("step, uncalibrated", lambda p: f"{p.uncalibrated_step_ms:.2f}"),
-        ("calibration ratio", lambda p: f"{p.calibration_ratio:.3f}"),
-        ("step, calibrated", lambda p: f"{p.step_ms:.2f}"),
-        ("steps in budget", lambda p: f"{p.steps_in_budget:,}"),
-        ("tokens in budget (M)", lambda p: f"{p.tokens_in_budget / 1e6:,.0f}"),
-        ("eval s (stride 64, all)", lambda p: f"{p.eval_seconds:.1f}"),
-        ("graphs to compile", lambda p: f"{p.graphs}"),
-        ("compile warm-up s", lambda p: f"{p.compile_warmup_seconds:.0f}"),
-    ]
-    out.append("-" * (w0 + sum(ws)))
-    for label, fn in summary:
-        out.append(f"{label:<{w0}}" + "".join(f"{fn(p):>{w}}" for p, w in zip(projections, ws, strict=True)))
-    return "\n".join(out)
