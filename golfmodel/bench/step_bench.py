@@ -130,8 +130,8 @@ def run(
 
 def format_table(projections: list[Projection]) -> str:
     """Component rows (device ms per step) side by side, then the step, the budget and the evaluation."""
-    names = []
-    for p in projections:
+    names: list[str] = []
+    for p in sorted(projections, key=lambda p: -len(p.rows)):  # the fullest projection sets the order
         for r in p.rows:
             if r.component not in names:
                 names.append(r.component)
