@@ -322,7 +322,7 @@ def _bench_step(argv: list[str]) -> int:
     _add_settings_args(p)
     p.set_defaults(preset="h100x8")
     p.add_argument("--arm", default=None, help="override model.arm (the budget solver sizes it)")
-    p.add_argument("--gpu", default="H100", help="H100 (default) or H200")
+    p.add_argument("--gpu", default="H100", choices=("H100", "H200"), help="GPU profile (default H100)")
     p.add_argument("--design", default="today", choices=("today", "after"), help="design --json summarises")
     p.add_argument("--json", default=None, metavar="FILE", help="write the summary as JSON")
     args = p.parse_args(argv)
@@ -417,7 +417,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="plan the job (meta device) and print the torchrun command"
     )
-    p.add_argument("--device", default="H100", help="GPU to project onto: H100 (default) or H200")
+    p.add_argument(
+        "--device",
+        default="H100",
+        choices=("H100", "H200"),
+        help="GPU profile to project onto (default H100)",
+    )
     p.add_argument(
         "--calibration-ratio", type=float, default=None, metavar="R",
         help="use this step-cost calibration ratio instead of counting the baseline (e.g. a measured one)",
