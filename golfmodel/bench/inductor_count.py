@@ -35,7 +35,8 @@ import torch
 class KernelCount:
     """One scheduled kernel: module it came from, extern (a library call: mm, SDPA) or generated, bytes."""
 
-    graph: int  # 0 = forward, 1 = backward (order of compilation)
+    graph: int  # order of compilation (0 = the first forward)
+    backward: bool  # a backward graph (inductor's is_backward)
     module: str  # dotted path of the owning module ("" = the model itself)
     extern: bool
     per_seq: float  # bytes that grow with the batch, per sequence
@@ -53,7 +54,12 @@ class StepCounts:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def bytes(
-        self, *, extern: bool | None = False, prefix: str | None = None, graph: int | None = None
+        self,
+        *,
+        extern: bool | None = False,
+        prefix: str | None = None,
+        graph: int | None = None,
+        backward: bool | None = None,
     ) -> tuple[float, float]:
         """(per_seq, per_call) bytes summed over the selected kernels (default: generated kernels only)."""
         sel = [
@@ -62,6 +68,7 @@ class StepCounts:
             if (extern is None or k.extern == extern)
             and (prefix is None or k.module == prefix or k.module.startswith(prefix + "."))
             and (graph is None or k.graph == graph)
+            and (backward is None or k.backward == backward)
         ]
         return sum(k.per_seq for k in sel), sum(k.per_call for k in sel)
 
@@ -77,14 +84,21 @@ class _Counted(Exception):
     """Raised after counting to stop inductor before it builds kernels."""
 
 
-def _module_of(origins: Sequence[Any]) -> str:
+def _module_of(origins: Sequence[Any], *, backward: bool) -> str:
+    """The owning module of a kernel: the outermost module among its FX origins.
+
+    An origin without a module stack is, in the forward, an op of the compiled module's own
+    forward (a residual add: the top level, ""); in the backward it is ambiguous (autograd's
+    gradient additions carry the call site's trace only), so there the other origins decide.
+    """
     paths = []
     for o in origins:
         stack = o.meta.get("nn_module_stack") or o.meta.get("fwd_nn_module_stack")
         if stack:
-            path = list(stack.values())[-1][0]  # e.g. "L['self'].groups[0][1].mixer.w1"
-            paths.append(_clean_path(path))
-    return min(paths, key=lambda p: (p.count("."), p)) if paths else ""
+            paths.append(_clean_path(list(stack.values())[-1][0]))  # "L['self'].mixer.w1" → "mixer.w1"
+        elif not backward:
+            paths.append("")
+    return min(paths, key=lambda p: (p.count(".") if p else -1, p)) if paths else ""
 
 
 def _clean_path(path: str) -> str:
@@ -139,6 +153,8 @@ def _counting_backend(sink: list[list[KernelCount]], timing: list[float]) -> Cal
     from torch._inductor.scheduler import NopKernelSchedulerNode
     from torch._inductor.virtualized import V
 
+    state = {"backward": False}
+
     def count_and_stop(self: GraphLowering) -> Any:
         self.codegen_with_cpp_wrapper() if self.cpp_wrapper else self.codegen()
         g = len(sink)
@@ -152,7 +168,8 @@ def _counting_backend(sink: list[list[KernelCount]], timing: list[float]) -> Cal
             rows.append(
                 KernelCount(
                     graph=g,
-                    module=_module_of(origins),
+                    backward=state["backward"],
+                    module=_module_of(origins, backward=state["backward"]),
                     extern=bool(node.is_extern()),
                     per_seq=b2 - b1,
                     per_call=2 * b1 - b2,
@@ -162,6 +179,7 @@ def _counting_backend(sink: list[list[KernelCount]], timing: list[float]) -> Cal
         raise _Counted
 
     def inner(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], **kwargs: Any) -> Any:
+        state["backward"] = bool(kwargs.get("is_backward", False))
         orig = GraphLowering.compile_to_module
         GraphLowering.compile_to_module = count_and_stop  # type: ignore[method-assign]
         t0 = time.process_time()  # CPU seconds: less sensitive to a shared machine's load than wall time

@@ -233,7 +233,7 @@ def _count_unit(name: str, cfg: Any, seq_len: int) -> UnitCounts:
         fwd_attn_flops=fattn,
         bytes_per_seq=by_cat,
         bytes_per_call=per_call,
-        fwd_bytes_per_seq=counts.bytes(extern=False, graph=0)[0],
+        fwd_bytes_per_seq=counts.bytes(extern=False, backward=False)[0],
         scan_bytes_per_seq=scan,
         kernels=len(counts.kernels),
         lowering_seconds=lowering,

@@ -51,8 +51,8 @@ def test_count_step_separates_per_sequence_from_per_call_bytes() -> None:
     """The forward's bytes: x read and y written per sequence (8·T·d), w read once per call (4·T·d)."""
     T, d = 16, 8
     counts = count_step(_AddBias(T, d), [torch.randn(3, T, d, requires_grad=True)], seq_len=T)
-    per_seq, per_call = counts.bytes(extern=False, graph=0)
-    assert counts.graphs == 2  # forward and backward
+    per_seq, per_call = counts.bytes(extern=False, backward=False)
+    assert counts.graphs == 2 and {k.backward for k in counts.kernels} == {False, True}
     assert (per_seq, per_call) == (8 * T * d, 4 * T * d)
 
 
