@@ -12,24 +12,33 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from golfmodel.bench.step_cost import GPUProfile, Row
 
-SCAN_PASSES_FUSED = 9  # full (B, T, d) fp32 passes per CfC layer, forward + backward, of a fused scan
 TAU_EXACT_BYTES_PER_WEIGHT = 120  # float64 copy, per-row sort, prefix sums and searches of fit_tau
 TAU_EXACT_OPS_PER_MATRIX = 61  # eager ops of one exact refit (issue 10), each matrix
+TAU_LLOYD_KERNELS_PER_MATRIX = 2  # compiled Lloyd step: one fused two-sum reduction + the fp16 round/copy
 ADAM_BYTES_PER_PARAM = 28  # foreach AdamW: read p, g, m, v, write p, m, v (fp32)
 CLIP_BYTES_PER_PARAM = 12  # grad-norm read + the scale's read/write (fp32)
+# Muon's elementwise bytes per element of EVERY matrix on every rank (muon.py: the momentum of
+# every matrix is kept on every rank and every rank applies every update), fp32 shadows:
+# buf *= mu (r+w 8), buf += g (r+r+w 12), nesterov g + mu*buf (12), gathered bf16 update -> fp32
+# (2 + 4), p += -lr*s*upd (12); weight decay p *= 1 - lr*wd adds 8
+MUON_ELEMENTWISE_BYTES = 8 + 12 + 12 + 6 + 12
+MUON_WD_BYTES = 8
+MUON_HOST_OPS_PER_BUCKET = (
+    10  # eager: 3 foreach on the momentum, stack/zeros, gather, slice+cast, unbind, 1-2 foreach
+)
 
 
-def scan_traffic(batch: int, seq_len: int, d: int) -> tuple[float, str]:
-    """(bytes, source) of the fused CfC scan's forward + backward for one layer."""
-    try:
-        from golfmodel.model.scan_triton import scan_traffic_bytes  # the fused kernel's own count
+def scan_traffic(batch: int, seq_len: int, d: int) -> tuple[float, float, str]:
+    """(forward + backward bytes, forward bytes, note) of the fused CfC scan for one layer, bf16 inputs.
 
-        return float(scan_traffic_bytes(batch, seq_len, d)), "scan_triton.scan_traffic_bytes"
-    except (ImportError, TypeError):
-        # TODO(scan): use scan_triton.scan_traffic_bytes once it lands (signature assumed (B, T, d)).
-        return float(
-            SCAN_PASSES_FUSED * batch * seq_len * d * 4
-        ), f"{SCAN_PASSES_FUSED} fp32 passes (analytic)"
+    The kernel's own analytic count (`scan_triton.scan_traffic_bytes`, io_bytes=2: it reads the
+    W1/W2 outputs in bf16 and computes softplus, the gates, the scan and their backward inside).
+    """
+    from golfmodel.model.scan_triton import scan_traffic_bytes
+
+    t = scan_traffic_bytes(batch, seq_len, d, io_bytes=2)
+    note = f"fused kernel: {t.fp32_passes:.2f} fp32 passes/layer fwd+bwd (scan_traffic_bytes, bf16 in)"
+    return float(t.total_bytes), float(t.forward_bytes), note
 
 
 def model_matrices(job: Any) -> tuple[list[tuple[int, int]], int, int, int]:
@@ -49,9 +58,20 @@ def model_matrices(job: Any) -> tuple[list[tuple[int, int]], int, int, int]:
 
 
 def muon_rows(
-    shapes: list[tuple[int, int]], ns: int, world: int, gpu: GPUProfile, sharded: bool
+    shapes: list[tuple[int, int]],
+    ns: int,
+    world: int,
+    gpu: GPUProfile,
+    sharded: bool,
+    weight_decay: float = 0.0,
 ) -> tuple[Row, Row | None]:
-    """Newton–Schulz rows: per matrix 3 matmuls x ns iterations on the wide orientation."""
+    """Newton–Schulz rows: per matrix 3 matmuls x ns iterations on the wide orientation.
+
+    sharded (golfmodel/train/muon.py as it is): equal shapes stacked into one bucket, each rank
+    orthogonalises ceil(n / world) of a bucket (zero-padded), one bf16 all-gather per bucket;
+    the momentum and the update run on every matrix on every rank. Not sharded (the code before
+    issue 10): every rank orthogonalises every matrix, eagerly.
+    """
 
     def ns_flops(m: int, n: int) -> float:
         r, c = min(m, n), max(m, n)
@@ -73,21 +93,65 @@ def muon_rows(
     for s in shapes:
         groups[s] = groups.get(s, 0) + 1
     dev = host = 0.0
-    n_el = 0
+    n_el = gathered = 0
     for (m, n), k in groups.items():
-        mine = math.ceil(k / world)  # this rank's share of the equal-shaped stack
-        kernels = 4 * ns + 4  # 3 batched matmuls + 1 fused elementwise per iteration, compiled
-        work = mine * (ns_flops(m, n) / gpu.matmul_flops + (10 + 5 * ns) * 12.0 * m * n / gpu.hbm_bytes)
+        mine = math.ceil(
+            k / world
+        )  # muon.shard_bounds: this rank's share, the stack zero-padded to mine * world
+        r, c = min(m, n), max(m, n)
+        # compiled batched Newton–Schulz: normalise, then per iteration 3 batched matmuls and 2
+        # fused elementwise kernels (b*A + c*A@A; a*X + B@X), bf16
+        kernels = 2 + 5 * ns
+        ew = mine * 2.0 * (2 * r * c + ns * (3 * r * r + 3 * r * c))
+        work = mine * ns_flops(m, n) / gpu.matmul_flops + ew / gpu.hbm_bytes
         dev += max(kernels * mk, work)
-        host += kernels * gpu.launch_s
+        host += kernels * gpu.launch_s + MUON_HOST_OPS_PER_BUCKET * gpu.eager_op_s
         n_el += k * m * n
-    gather = 2.0 * n_el * (world - 1) / world / gpu.bus_bytes + gpu.collective_latency_s if world > 1 else 0.0
+        gathered += mine * world * m * n
+    per_el = MUON_ELEMENTWISE_BYTES + (MUON_WD_BYTES if weight_decay else 0)
+    dev += max(len(groups) * MUON_HOST_OPS_PER_BUCKET * mk, per_el * n_el / gpu.hbm_bytes)
+    gather = 0.0
+    if world > 1:  # one bf16 all-gather per bucket of the padded stack
+        gather = 2.0 * gathered * (world - 1) / world / gpu.bus_bytes + len(groups) * gpu.collective_latency_s
     row = Row(
         component="Muon (Newton–Schulz)",
         device_s=dev,
         host_s=host,
-        note=f"{len(groups)} shapes batched, 1/{world} per rank, compiled",
+        note=f"{len(groups)} shapes batched, ceil(n/{world}) per rank, compiled NS; momentum+update on all",
     )
     return row, Row(
-        component="Muon all-gather", device_s=gather, host_s=gpu.launch_s, note="bf16 updates, NVLink"
+        component="Muon all-gather",
+        device_s=gather,
+        host_s=len(groups) * gpu.launch_s,
+        note=f"bf16, {len(groups)} padded stacks, NVLink",
+    )
+
+
+def tau_exact_refit_s(n_q2: int, n_mat: int, gpu: GPUProfile) -> float:
+    """Seconds of one exact refit of every quantised matrix (sort-based fit_tau, a host sync per matrix).
+
+    Nothing overlaps a host sync, so its device and host time both count in full.
+    """
+    dev = (
+        TAU_EXACT_BYTES_PER_WEIGHT * n_q2 / gpu.hbm_bytes
+        + n_mat * TAU_EXACT_OPS_PER_MATRIX * gpu.min_kernel_s
+    )
+    host = n_mat * TAU_EXACT_OPS_PER_MATRIX * gpu.eager_op_s + n_mat * gpu.sync_s
+    return dev + host
+
+
+def tau_lloyd_row(n_q2: int, n_mat: int, gpu: GPUProfile) -> Row:
+    """One Lloyd step per quantised matrix per step (kind.update_scale), compiled into the step.
+
+    Per matrix: the levels of (w, τ) kept, Σ w·ℓ and Σ ℓ² per row (two reductions, one fused
+    kernel reading the fp32 shadow once), then τ = num/den rounded to fp16 (a tiny kernel).
+    """
+    from golfmodel.bench.step_cost import Row
+
+    kernels = TAU_LLOYD_KERNELS_PER_MATRIX * n_mat
+    return Row(
+        component="τ update",
+        device_s=max(kernels * gpu.min_kernel_s, 4.0 * n_q2 / gpu.hbm_bytes),
+        host_s=kernels * gpu.launch_s,
+        note=f"one Lloyd step x {n_mat} matrices (2 reductions each), compiled, no sync",
     )

@@ -27,11 +27,11 @@ from typing import Any
 from golfmodel.bench.step_analytic import (
     ADAM_BYTES_PER_PARAM,
     CLIP_BYTES_PER_PARAM,
-    TAU_EXACT_BYTES_PER_WEIGHT,
-    TAU_EXACT_OPS_PER_MATRIX,
     model_matrices,
     muon_rows,
     scan_traffic,
+    tau_exact_refit_s,
+    tau_lloyd_row,
 )
 from golfmodel.bench.step_count import ArmCounts
 
@@ -69,7 +69,7 @@ class Design:
     """How the step is run: the choices that issue 10 changes."""
 
     name: str
-    fused_scan: bool  # CfC scan: fused kernel (after) or the chunked Hillis–Steele scan (today)
+    fused_scan: bool  # fused CUDA kernels (CfC scan; residual add + RMSNorm) or inductor + the chunked scan
     muon_sharded: bool  # Muon batched by shape, split over ranks, compiled (+ an all-gather)
     tau_lloyd: bool  # τ: one compiled Lloyd step per step (after) or exact refits at the cadence (today)
     host_syncs: int  # drained queues per step
@@ -182,36 +182,67 @@ def project(
             )
         )
 
+    # the fused design: G / C units as counted with the fused kernels opaque (step_count's stand-ins)
+    fused_units = {k for k in ("G", "C") if k in U} if design.fused_scan else set()
+    for k in fused_units:
+        if not U[k].fused_bytes_per_seq:
+            raise ValueError(f"counts: unit {k} has no fused-kernel count (recount with this step_count)")
+    fused = "C" in fused_units
+
+    def unit_bytes(k: str) -> dict[str, float]:
+        return U[k].fused_bytes_per_seq if k in fused_units else U[k].bytes_per_seq
+
     cats: dict[str, float] = {}
     for k, u in U.items():
-        for cat, b in u.bytes_per_seq.items():
+        for cat, b in unit_bytes(k).items():
             cats[cat] = cats.get(cat, 0.0) + b * M[k] * seqs
         cats["weights (fake-quant, casts)"] = (
             cats.get("weights (fake-quant, casts)", 0.0) + u.bytes_per_call * M[k] * micro
         )
-    scan_note = ""
+    scan_fwd = 0.0  # the fused kernel's forward bytes per sequence and layer (evaluation)
     if "C" in U:
         n_c = M["C"]
-        scan_today = U["C"].scan_bytes_per_seq * n_c * seqs
-        cats["CfC gates + scan"] = max(0.0, cats.get("CfC gates + scan", 0.0) - scan_today)
-        if design.fused_scan:
-            per_layer, src = scan_traffic(1, t.seq_len, cfg.d_model)
-            scan_b, scan_note = per_layer * n_c * seqs, f"fused: {src}"
+        if fused:
+            per_layer, scan_fwd, scan_note = scan_traffic(1, t.seq_len, cfg.d_model)
+            scan_b = per_layer * n_c * seqs
         else:
-            scan_b, scan_note = scan_today, "chunked Hillis–Steele scan, inductor count"
+            scan_b = U["C"].scan_bytes_per_seq * n_c * seqs
+            cats["CfC gates + scan"] = max(0.0, cats.get("CfC gates + scan", 0.0) - scan_b)
+            scan_note = "chunked Hillis–Steele scan, inductor count"
         rows.append(Row(component="CfC scan", device_s=scan_b / bw, host_s=0.0, note=scan_note))
+    norm_fwd = 0.0  # the fused add + RMSNorm's forward bytes per sequence and block (evaluation)
+    if fused_units:
+        from golfmodel.model.norm_triton import add_norm_traffic_bytes
+
+        norm_fwd, norm_bwd = add_norm_traffic_bytes(t.seq_len, cfg.d_model, io_bytes=2)
+        n_blocks = sum(M[k] for k in fused_units)
+        rows.append(
+            Row(
+                component="fused add + RMSNorm",
+                device_s=(norm_fwd + norm_bwd) * n_blocks * seqs / bw,
+                host_s=0.0,
+                note=f"Triton kernel x {n_blocks} blocks: {(norm_fwd + norm_bwd) / (4 * t.seq_len * cfg.d_model):.1f} "
+                "fp32 passes fwd+bwd (add_norm_traffic_bytes)",
+            )
+        )
     for cat, b in cats.items():
         if b:
-            label = "CfC gates" if cat == "CfC gates + scan" else cat
-            rows.append(
-                Row(component=f"elementwise: {label}", device_s=b / bw, host_s=0.0, note="inductor bytes")
-            )
+            label, note = cat, "inductor bytes"
+            if cat == "CfC gates + scan":
+                label = "CfC mixer around the kernel" if fused else "CfC gates"
+                note = "inductor bytes, fused op opaque (scan_standin)" if fused else note
+            rows.append(Row(component=f"elementwise: {label}", device_s=b / bw, host_s=0.0, note=note))
 
-    kernels = sum(u.kernels * M[k] for k, u in U.items()) * micro
+    def unit_kernels(k: str) -> int:
+        return U[k].fused_kernels if k in fused_units else U[k].kernels
+
+    kernels = sum(unit_kernels(k) * M[k] for k in U) * micro
     launch_host = kernels * gpu.launch_s  # the compiled forward + backward's launches
 
     shapes, n_adam, n_q2, n_all = model_matrices(job)
-    muon, gather = muon_rows(shapes, job.optim.ns_steps, world_size, gpu, design.muon_sharded)
+    muon, gather = muon_rows(
+        shapes, job.optim.ns_steps, world_size, gpu, design.muon_sharded, job.optim.weight_decay
+    )
     rows.append(muon)
     if gather is not None:
         rows.append(gather)
@@ -225,27 +256,20 @@ def project(
         )
     )
 
+    n_refits = 0
     if n_q2:
         n_mat = len(shapes)
         if design.tau_lloyd:
-            rows.append(
-                Row(
-                    component="τ update",
-                    device_s=max(2 * len(set(shapes)) * mk, 8.0 * n_q2 / bw),
-                    host_s=2 * len(set(shapes)) * gpu.launch_s,
-                    note="one Lloyd step, 2 reductions per weight, compiled",
-                )
-            )
+            rows.append(tau_lloyd_row(n_q2, n_mat, gpu))
+            # exact refits only at the G QAT switches, the start of phase 3 and the end: amortised below
+            n_refits = (cfg.depth + 2) if cfg.arm == "q2-geode" else 0
         else:
             every = job.qat.tau_refresh_steps
             if every:
-                dev = TAU_EXACT_BYTES_PER_WEIGHT * n_q2 / bw + n_mat * TAU_EXACT_OPS_PER_MATRIX * mk
-                host = n_mat * TAU_EXACT_OPS_PER_MATRIX * gpu.eager_op_s + n_mat * gpu.sync_s
-                # a host sync per matrix: nothing overlaps, so both count in full
                 rows.append(
                     Row(
                         component="τ exact refit",
-                        device_s=(dev + host) / every,
+                        device_s=tau_exact_refit_s(n_q2, n_mat, gpu) / every,
                         host_s=0.0,
                         note=f"every {every} step(s), {n_mat} host syncs each",
                     )
@@ -282,7 +306,21 @@ def project(
                 note="launches outrun the GPU",
             )
         )
-    step_ms = max(device, host) * 1e3
+    step_s = max(device, host)
+    wall = float(t.max_wallclock_seconds or 0.0)
+    total = n_refits * tau_exact_refit_s(n_q2, len(shapes), gpu) if n_refits else 0.0
+    if total and wall > total:  # (G + 2) refits take `total` of the wall clock: the steps share it
+        extra = step_s * total / (wall - total)
+        rows.append(
+            Row(
+                component="τ exact refits (amortised)",
+                device_s=extra,
+                host_s=0.0,
+                note=f"{n_refits} refits per run ({total:.2f} s) over {wall:.0f} s",
+            )
+        )
+        step_s += extra
+    step_ms = step_s * 1e3
 
     L = t.seq_len
     windows = max(1, math.ceil((eval_tokens - L) / eval_stride) + 1)
@@ -291,7 +329,12 @@ def project(
         (
             u.fwd_mm_flops / gpu.matmul_flops
             + 0.5 * u.fwd_attn_flops / gpu.attention_flops
-            + u.fwd_bytes_per_seq / bw
+            + (
+                u.fused_fwd_bytes_per_seq + norm_fwd + (scan_fwd if k == "C" else 0.0)
+                if k in fused_units
+                else u.fwd_bytes_per_seq
+            )
+            / bw
         )
         * M[k]
         for k, u in U.items()
@@ -300,10 +343,7 @@ def project(
 
     graphs = 1 if (design.one_graph or not cfg.arm == "q2-geode") else cfg.depth + 1
     lower = sum(u.lowering_seconds * M[k] for k, u in U.items())
-    per_graph = (
-        lower + sum(u.kernels * M[k] for k, u in U.items()) * gpu.triton_kernel_s / gpu.compile_workers
-    )
-    wall = float(t.max_wallclock_seconds or 0.0)
+    per_graph = lower + sum(unit_kernels(k) * M[k] for k in U) * gpu.triton_kernel_s / gpu.compile_workers
     proj = Projection(
         arm=cfg.arm,
         design=design.name,

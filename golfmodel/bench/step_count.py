@@ -14,7 +14,11 @@ adds and resid_mix are inside GPTBlock or negligible.
 Per unit: matmul FLOPs and attention FLOPs per sequence (`torch.utils.flop_counter`, forward
 and forward + backward), and inductor's bytes per sequence / per call by category
 (`golfmodel.bench.inductor_count`). For CfC blocks the chunked scan is also counted alone, so
-that the projection can swap it for the fused kernel's analytic traffic.
+that the projection can swap it for the fused kernel's analytic traffic; and the CfC block is
+counted a second time with the fused kernels as opaque ops (`golfmodel.bench.fused_standins`), so
+the fused design keeps exactly the generated kernels the real kernels leave around them (softplus,
+the gates, the scan and their backward are inside the scan kernel; the h cast and its gradient are
+not), and likewise for the GQA and CfC blocks' fused residual add + MLP pre-norm.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +60,11 @@ class UnitCounts:
     bytes_per_call: float  # generated kernels that do not grow with the batch (weights)
     fwd_bytes_per_seq: float  # generated kernels of the forward graph only
     scan_bytes_per_seq: float  # the chunked scan alone (CfC units; 0 elsewhere)
+    # G / C units counted again with the fused kernels (CfC scan, residual add + RMSNorm) as opaque
+    # ops: what inductor leaves around them (their own traffic is analytic); {} / 0 elsewhere
+    fused_bytes_per_seq: dict[str, float] = field(default_factory=dict)
+    fused_fwd_bytes_per_seq: float = 0.0
+    fused_kernels: int = 0
     kernels: int  # scheduled kernels (generated + extern), fwd + bwd
     lowering_seconds: float  # CPU seconds to lower + schedule the unit's fwd and bwd graphs
 
@@ -176,13 +185,18 @@ def _build_unit(name: str, cfg: Any) -> nn.Module:
         from golfmodel.model import build_model
 
         return _Stem(build_model(dataclasses.replace(cfg, depth=1, pattern="C")))
+    from golfmodel.quant.assign import plan_linears
+
+    linear = plan_linears(
+        cfg.quant_plan, 0
+    )  # the plan's layers of group/layer 0 (the same kinds at every depth)
     if name == "B":
         from golfmodel.model.gpt import GPTBlock
 
-        return GPTBlock(cfg)
+        return GPTBlock(cfg, linear=linear)
     from golfmodel.model.hybrid import Block
 
-    return Block(name, cfg)
+    return Block(name, cfg, linear=linear)
 
 
 def _count_unit(name: str, cfg: Any, seq_len: int) -> UnitCounts:
@@ -218,6 +232,20 @@ def _count_unit(name: str, cfg: Any, seq_len: int) -> UnitCounts:
         per_call += k.per_call
     scan = 0.0
     lowering = counts.lowering_seconds
+    fused: dict[str, float] = {}
+    fused_fwd, fused_kernels = 0.0, 0
+    if name in ("G", "C"):
+        from golfmodel.bench.fused_standins import fused_standins
+
+        with fused_standins():  # the block again, the fused kernels opaque (extern) ops
+            fc = count_step(
+                unit, _unit_inputs(name, cfg, seq_len, 2), seq_len=seq_len, autocast_dtype=torch.bfloat16
+            )
+        fused = dict.fromkeys(CATEGORIES, 0.0)
+        for k in fc.kernels:
+            if not k.extern:
+                fused[_category(name, k.module)] += k.per_seq
+        fused_fwd, fused_kernels = fc.bytes(extern=False, backward=False)[0], len(fc.kernels)
     if name == "C":
         d = cfg.d_model
         ld = -F.softplus(torch.randn(2, seq_len, d)).requires_grad_(True)
@@ -235,6 +263,9 @@ def _count_unit(name: str, cfg: Any, seq_len: int) -> UnitCounts:
         bytes_per_call=per_call,
         fwd_bytes_per_seq=counts.bytes(extern=False, backward=False)[0],
         scan_bytes_per_seq=scan,
+        fused_bytes_per_seq=fused,
+        fused_fwd_bytes_per_seq=fused_fwd,
+        fused_kernels=fused_kernels,
         kernels=len(counts.kernels),
         lowering_seconds=lowering,
     )
@@ -247,7 +278,7 @@ def _source_hash() -> str:
     for sub in ("model", "quant"):
         for p in sorted((root / sub).glob("*.py")):
             h.update(p.read_bytes())
-    for name in ("inductor_count.py", "step_count.py"):
+    for name in ("inductor_count.py", "step_count.py", "fused_standins.py"):
         h.update((root / "bench" / name).read_bytes())
     return h.hexdigest()[:16]
 

@@ -1,7 +1,9 @@
-"""The parts of `golf doctor gpu`: one small function each, `part(ctx) -> {"status": ..., ...}`.
+"""The parts of `golf doctor gpu` that check correctness and compile: one function each, `part(ctx) -> dict`.
 
-Each part calls the library's public entry points, so a part is retargeted by editing one
-function when a piece lands (the fused scan `golfmodel.model.scan_triton`, the Lloyd τ update).
+device, rates, scan (`scan_check.self_check`), fake_quant (QLinear on the device vs the CPU),
+compile (the full model, zero recompiles across a QAT switch), steps (steady optimiser steps at
+the per-rank shape). The timing parts (Muon, τ, evaluation, the projection) are in `perf.py`.
+Each part calls the library's public entry points and returns {"status": "ok" | "fail", ...}.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ class Ctx:
     micro_batches: int
     seq_len: int
     steps: int
+    calibration_ratio: float | None = None  # None: count the baseline (projection part)
     results: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     fwd: Any = None
     backend_calls: list[int] = field(default_factory=lambda: [0])
+    deadline: float = float("inf")  # time.perf_counter() past which the running part stops early
 
 
 # --smoke's toy model: one GQA and one CfC block (the tests count its units once and share them)
@@ -122,57 +126,93 @@ def part_rates(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def part_scan(ctx: Ctx) -> dict[str, Any]:
-    """The CfC scan on the device against the token-by-token CPU reference (chunked scan; fused if present)."""
-    from golfmodel.model.cfc import cfc_gates, cfc_scan, cfc_scan_reference
+def _scan_in_subprocess(shape: tuple[int, int, int]) -> dict[str, Any]:
+    """self_check in a fresh process with TRITON_INTERPRET=1 (this process built compiled kernels)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
 
-    B, T, d = (2, 128, 16) if ctx.smoke else (4, 1024, 640)
-    g = torch.Generator().manual_seed(0)
-    a, b = F.softplus(torch.randn(B, T, d, generator=g)), torch.randn(B, T, d, generator=g)
-    ld, c = cfc_gates(a, b, torch.exp(torch.empty(d).uniform_(-4.6, 0.0, generator=g)))
-    reset = torch.zeros(B, T, dtype=torch.bool)
-    reset[:, ::200] = True
-    ref = cfc_scan_reference(ld, c, reset)
-    dev = [t.to(ctx.device) for t in (ld, c, reset)]
-    chunked = (cfc_scan(*dev, 64).cpu() - ref).abs().max().item()
-    out: dict[str, Any] = {"chunked_max_abs_err": chunked}
-    try:
-        mod = importlib.import_module("golfmodel.model.scan_triton")
-    except ImportError:
-        mod = None
-    fused = getattr(mod, "cfc_scan_fused", None) or getattr(mod, "cfc_scan", None) if mod else None
-    if fused is None or ctx.device.type != "cuda":
-        out["fused"] = "skipped: not available" if fused is None else "skipped: needs CUDA"
-        ok = chunked < 1e-4 and (ctx.smoke or fused is not None)
-        return {"status": "ok" if ok else "fail", **out}
-    err = (fused(*dev).float().cpu() - ref).abs().max().item()
-    out["fused_max_abs_err"] = err
-    out["fused_seconds"] = _timed(lambda: fused(*dev), ctx.device, 10)
-    out["chunked_seconds"] = _timed(lambda: cfc_scan(*dev, 64), ctx.device, 10)
-    return {"status": "ok" if chunked < 1e-4 and err < 1e-4 else "fail", **out}
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "scan.json"
+        cmd = [sys.executable, "-m", "golfmodel.model.scan_check", "--device", "cpu", "--repeats", "1"]
+        cmd += ["--shape", *map(str, shape), "--json", str(out)]
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=False)
+        if not out.exists():
+            raise RuntimeError("scan_check subprocess wrote no result")
+        return json.loads(out.read_text())[0]
+
+
+def part_scan(ctx: Ctx) -> dict[str, Any]:
+    """The fused CfC scan (`scan_check.self_check`) against the chunked torch scan; which scan the model runs."""
+    from golfmodel.model import scan_triton as st
+    from golfmodel.model.cfc import resolve_scan
+
+    use = resolve_scan("auto", ctx.device)
+    if not st.available():
+        return {"status": "fail", "fused": f"skipped: {st.unavailable_reason()}", "scan_in_use": use}
+    shape = (1, 40, 8) if ctx.smoke else (8, 1024, ctx.cfg.d_model)
+    if ctx.device.type == "cuda" or st.interpreted():
+        from golfmodel.model.scan_check import self_check
+
+        rep = self_check(*shape, device=ctx.device, repeats=1 if ctx.smoke else 10)
+    else:  # a CPU process whose kernels were compiled, not interpreted
+        rep = _scan_in_subprocess(shape)
+    B, T, D = shape
+    traffic = st.scan_traffic_bytes(B, T, D, io_bytes=2 if ctx.device.type == "cuda" else 4)
+    errs = {k: v for k, v in rep.items() if k.startswith("max_abs_err_")}
+    out: dict[str, Any] = {
+        "scan_in_use": use,  # "auto" on this device: the fused kernel on CUDA
+        "shape": list(shape),
+        **errs,
+        "fused_fwd_bwd_ms": rep.get("fused_fwd_bwd_ms"),
+        "torch_fwd_bwd_ms": rep.get("torch_fwd_bwd_ms"),
+        "fused_fwd_bwd_GBps": rep.get("fused_fwd_bwd_GBps"),
+        "fp32_passes_per_layer": round(traffic.fp32_passes, 3),
+        "traffic_bytes": traffic.total_bytes,
+    }
+    ok = bool(rep["ok"]) and (ctx.smoke or use == "triton")
+    return {"status": "ok" if ok else "fail", **out}
 
 
 def part_fake_quant(ctx: Ctx) -> dict[str, Any]:
-    """Q2Linear's fake-quant forward and masked-STE backward on the device equal the CPU's bit for bit."""
-    from golfmodel.quant.q2 import fake_quant, fit_tau
+    """QLinear's fake-quant (levels·τ, masked STE) on the device equals the CPU's bit for bit; its forward agrees."""
+    from golfmodel.quant.qlinear import Q2Linear
 
-    w = torch.randn(
-        64 if ctx.smoke else 1712, 640 if not ctx.smoke else 32, generator=torch.Generator().manual_seed(1)
-    )
-    tau = fit_tau(w)
+    torch.manual_seed(1)
+    n_in, n_out = (32, 64) if ctx.smoke else (640, 1408)
+    ref = Q2Linear(n_in, n_out)  # τ fitted exactly at init (CPU)
+    ref.set_qat(True)
+    x = torch.randn(4, 16, n_in, generator=torch.Generator().manual_seed(2))
+    g = torch.randn(n_out, n_in, generator=torch.Generator().manual_seed(3))
     outs = []
     for dev in (torch.device("cpu"), ctx.device):
-        wd = w.to(dev).requires_grad_(True)
-        q = fake_quant(wd, tau.to(dev))
-        q.backward(torch.ones_like(q))
-        outs.append((q.detach().cpu(), wd.grad.cpu()))
-    fwd_eq = torch.equal(outs[0][0], outs[1][0])
-    bwd_eq = torch.equal(outs[0][1], outs[1][1])
-    return {
-        "status": "ok" if fwd_eq and bwd_eq else "fail",
-        "forward_equal": fwd_eq,
-        "backward_equal": bwd_eq,
-    }
+        w = ref.weight.detach().to(dev).requires_grad_(True)
+        t = ref.tau.detach().to(dev)
+        q = ref.kind.fake_quant(w, t, masked=True)  # (out, in) = ℓ·τ
+        (q * g.to(dev)).sum().backward()
+        lv = ref.kind.levels(w.detach(), t)
+        outs.append((q.detach().cpu(), w.grad.cpu(), lv.cpu()))
+    layer = Q2Linear(n_in, n_out).to(ctx.device)
+    layer.load_state_dict(ref.state_dict())
+    layer.set_qat(True)
+    with torch.no_grad():
+        y_ref = ref(x)
+        y_dev = layer(x.to(ctx.device)).float().cpu()  # fp32: W = ℓ·τ exactly
+        rel = ((y_dev - y_ref).abs().max() / y_ref.abs().max()).item()
+        out: dict[str, Any] = {"fp32_forward_rel_err": rel}
+        if ctx.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y_bf = layer(x.to(ctx.device)).float().cpu()  # (x ℓᵀ)·τ, τ in fp32
+            out["bf16_forward_rel_err"] = ((y_bf - y_ref).abs().max() / y_ref.abs().max()).item()
+    out["weights_equal"] = torch.equal(outs[0][0], outs[1][0])
+    out["ste_grad_equal"] = torch.equal(outs[0][1], outs[1][1])
+    out["levels_equal"] = torch.equal(outs[0][2], outs[1][2])
+    ok = out["weights_equal"] and out["ste_grad_equal"] and out["levels_equal"] and rel < 1e-4
+    ok = ok and out.get("bf16_forward_rel_err", 0.0) < 3e-2
+    return {"status": "ok" if ok else "fail", **out}
 
 
 def _loss(ctx: Ctx, idx: torch.Tensor) -> torch.Tensor:
@@ -187,8 +227,16 @@ def _loss(ctx: Ctx, idx: torch.Tensor) -> torch.Tensor:
 
 
 def part_compile(ctx: Ctx) -> dict[str, Any]:
-    """Compile the model with QAT on in all but the shallowest group, then switch it on: count recompiles."""
+    """Compile the model with QAT on in all but the shallowest group, switch it on (`set_qat`): 0 recompiles.
+
+    Recompiles are counted twice: calls of the compile backend after the first compile, and
+    dynamo's own `counters["stats"]["unique_graphs"]`.
+    """
+    import torch._dynamo as dynamo
+    from torch._dynamo.utils import counters
+
     from golfmodel.model import build_model
+    from golfmodel.model.cfc import scan_in_use
 
     torch.manual_seed(0)
     ctx.model = build_model(ctx.cfg).to(ctx.device)
@@ -206,41 +254,48 @@ def part_compile(ctx: Ctx) -> dict[str, Any]:
 
         return compile_fx(gm, example_inputs)
 
-    import torch._dynamo as dynamo
-
     dynamo.reset()
+    counters.clear()
     ctx.fwd = torch.compile(ctx.model, backend=counting)
     idx = _tokens(ctx, ctx.micro_seqs)
     t0 = time.perf_counter()
     _loss(ctx, idx).backward()
     _sync(ctx.device)
     compile_s = time.perf_counter() - t0
-    first = ctx.backend_calls[0]
+    first, graphs = ctx.backend_calls[0], counters["stats"]["unique_graphs"]
     for layer in groups[0]:
         layer.set_qat(True)  # the last QAT switch of a run
     t0 = time.perf_counter()
     _loss(ctx, idx).backward()
     _sync(ctx.device)
+    after_s = time.perf_counter() - t0
     recompiles = ctx.backend_calls[0] - first
+    new_graphs = counters["stats"]["unique_graphs"] - graphs
     ctx.model.zero_grad(set_to_none=True)
     return {
-        "status": "ok" if recompiles == 0 else "fail",
+        "status": "ok" if recompiles == 0 and new_graphs == 0 else "fail",
         "backend": inner,
+        "scan_in_use": scan_in_use(ctx.model, ctx.device),
         "params": sum(p.numel() for p in ctx.model.parameters()),
         "compile_seconds": compile_s,
+        "graphs": graphs,
         "recompiles_on_qat_switch": recompiles,
-        "after_switch_seconds": time.perf_counter() - t0,
+        "new_graphs_on_qat_switch": new_graphs,
+        "after_switch_seconds": after_s,
     }
 
 
 def part_steps(ctx: Ctx) -> dict[str, Any]:
-    """Steady optimiser steps at the per-rank shape: grad accumulation, clip, Muon + AdamW, zero_grad."""
+    """Steady optimiser steps at the per-rank shape: grad accumulation, clip, Muon + AdamW, zero_grad.
+
+    Stops early (and says so) when the part's time cap nears; peak memory from the allocator.
+    """
     from golfmodel.train.config import OptimConfig
     from golfmodel.train.muon import build_optimizers
 
     if ctx.fwd is None:
         return {"status": "fail", "error": "needs the compile part"}
-    opts = build_optimizers(ctx.model, OptimConfig())
+    opts = build_optimizers(ctx.model, OptimConfig())  # Muon compiles its NS graphs here (before the clock)
     batches = [_tokens(ctx, ctx.micro_seqs, seed=k) for k in range(ctx.micro_batches)]
 
     def step() -> None:
@@ -258,158 +313,27 @@ def part_steps(ctx: Ctx) -> dict[str, Any]:
     first_s = time.perf_counter() - t0
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    t0 = time.perf_counter()
-    for _ in range(ctx.steps):
+    done, t0 = 0, time.perf_counter()
+    while done < ctx.steps:
         step()
+        done += 1
+        if done % 5 == 0:  # a sync every 5 steps, to see the clock; the steps between run queued
+            _sync(ctx.device)
+            per = (time.perf_counter() - t0) / done
+            if time.perf_counter() + 5 * per > ctx.deadline - 2.0:
+                break
     _sync(ctx.device)
-    ms = (time.perf_counter() - t0) / ctx.steps * 1e3
+    ms = (time.perf_counter() - t0) / done * 1e3
     peak = torch.cuda.max_memory_allocated(ctx.device) / 1e9 if ctx.device.type == "cuda" else None
-    muon = opts[0]
-    for idx in batches[:1]:
-        _loss(ctx, idx).backward()
-    muon_s = _timed(muon.step, ctx.device, 3)
-    for o in opts:
-        o.zero_grad(set_to_none=True)
     tokens = ctx.micro_seqs * ctx.micro_batches * ctx.seq_len
     return {
         "status": "ok",
-        "steps": ctx.steps,
+        "steps": done,
+        "stopped_early": done < ctx.steps,
         "tokens_per_step": tokens,
         "step_ms": ms,
         "tokens_per_s": tokens / ms * 1e3,
         "first_step_seconds": first_s,
+        "compile_seconds": ctx.results.get("compile", {}).get("compile_seconds"),
         "peak_memory_gb": peak,
-        "muon_step_ms": muon_s * 1e3,
     }
-
-
-def part_tau(ctx: Ctx) -> dict[str, Any]:
-    """τ exact refit of every Q2Linear (today's path) and the Lloyd step if the library has it."""
-    from golfmodel.quant.q2linear import q2_linears
-
-    layers = q2_linears(ctx.model)
-
-    def refit() -> None:
-        for layer in layers:
-            layer.refresh_tau()
-
-    out: dict[str, Any] = {
-        "layers": len(layers),
-        "exact_refit_ms": _timed(refit, ctx.device, 1 if ctx.smoke else 3) * 1e3,
-    }
-    q2 = importlib.import_module("golfmodel.quant.q2")
-    lloyd = getattr(q2, "lloyd_tau", None)
-    if lloyd is None:
-        out["lloyd"] = "skipped: not available"
-        return {"status": "ok" if ctx.smoke else "fail", **out}
-
-    def step() -> None:
-        for layer in layers:
-            layer.tau.copy_(lloyd(layer.weight.detach(), layer.tau))
-
-    out["lloyd_ms"] = _timed(step, ctx.device, 3) * 1e3
-    return {"status": "ok", **out}
-
-
-def part_eval(ctx: Ctx) -> dict[str, Any]:
-    """The evaluator's sliding-window bpb (stride 64) on a synthetic slice, bf16 on CUDA: windows and tokens per second."""
-    import numpy as np
-
-    from golfmodel.eval import ByteTable, score
-
-    V = ctx.cfg.vocab_size
-    base = np.ones(V, dtype=np.int16)
-    base[:4] = 0
-    table = ByteTable(
-        base_bytes=base,
-        has_space=np.zeros(V, dtype=np.bool_),
-        is_boundary=base == 0,
-        vocab_size=V,
-        kind="synthetic",
-    )
-    n = ctx.seq_len * (2 if ctx.smoke else 16)
-    toks = _tokens(ctx, 1).flatten().cpu().numpy()
-    toks = np.resize(toks, n)
-    ctx.model.eval()
-    amp = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if ctx.device.type == "cuda"
-        else torch.autocast("cpu", enabled=False)
-    )
-
-    def model_fn(idx: torch.Tensor) -> torch.Tensor:
-        with amp:
-            return ctx.model(idx)
-
-    stride = 64 if not ctx.smoke else ctx.seq_len // 4
-    t0 = time.perf_counter()
-    res = score(
-        model_fn,
-        toks,
-        table,
-        seq_len=ctx.seq_len,
-        stride=stride,
-        batch_size=64 if not ctx.smoke else 4,
-        device=ctx.device,
-    )
-    _sync(ctx.device)
-    s = time.perf_counter() - t0
-    ctx.model.train()
-    windows = int(np.ceil((n - ctx.seq_len) / stride)) + 1
-    return {
-        "status": "ok" if np.isfinite(res.bpb) else "fail",
-        "stride": stride,
-        "windows": windows,
-        "seconds": s,
-        "windows_per_s": windows / s,
-        "bpb": res.bpb,
-    }
-
-
-def part_projection(ctx: Ctx) -> dict[str, Any]:
-    """The step-cost model for this one GPU at the measured shape, beside the measurement."""
-    from golfmodel.bench.step_cost import GPUS, TODAY, calibration_ratio, project
-    from golfmodel.bench.step_count import count_arm
-    from golfmodel.train.config import TrainConfig, TrainJob
-
-    tokens = ctx.micro_seqs * ctx.micro_batches * ctx.seq_len
-    train = TrainConfig(
-        seq_len=ctx.seq_len,
-        global_batch_tokens=tokens,
-        micro_batch_seqs=ctx.micro_seqs,
-        max_wallclock_seconds=600,
-    )
-    job = TrainJob(model=ctx.cfg, train=train, train_shards=("<synthetic>",), out_dir="<none>")
-    name = "H200" if "H200" in str(ctx.results.get("device", {}).get("name", "")) else "H100"
-    counts = count_arm(ctx.cfg, seq_len=ctx.seq_len, cache_dir=ctx.cache_dir)
-    ratio = 1.0
-    if not ctx.smoke:  # the calibration counts the full-size baseline: minutes on a small CPU
-        from golfmodel.bench.step_cost import baseline_job
-
-        b = baseline_job()
-        ratio, _ = calibration_ratio(count_arm(b.model, seq_len=b.train.seq_len, cache_dir=ctx.cache_dir))
-    proj = project(job, counts, world_size=1, gpu=GPUS[name], design=TODAY).calibrated(ratio)
-    measured = ctx.results.get("steps", {}).get("step_ms")
-    out = {
-        "gpu_profile": name,
-        "projected_step_ms": proj.step_ms,
-        "uncalibrated_step_ms": proj.uncalibrated_step_ms,
-        "calibration_ratio": ratio,
-        "measured_step_ms": measured,
-        "measured_over_projected": measured / proj.step_ms if measured else None,
-        "rows_ms": {r.component: r.device_s * 1e3 for r in proj.rows},
-    }
-    return {"status": "ok" if measured else "fail", **out}
-
-
-PARTS: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] = [
-    ("device", part_device),
-    ("rates", part_rates),
-    ("scan", part_scan),
-    ("fake_quant", part_fake_quant),
-    ("compile", part_compile),
-    ("steps", part_steps),
-    ("tau", part_tau),
-    ("eval", part_eval),
-    ("projection", part_projection),
-]

@@ -63,6 +63,7 @@ def test_count_arm_counts_every_unit_and_reuses_its_cache(step_cost_artifacts: P
     assert counts.multiplicity == {"G": 1, "C": 1, "stem": 1}
     c = counts.units["C"]
     assert 0 < c.scan_bytes_per_seq < c.bytes_per_seq["CfC gates + scan"]
+    assert c.fused_bytes_per_seq and not counts.units["G"].fused_bytes_per_seq
     assert counts.units["G"].attn_flops > 0 and counts.units["C"].attn_flops == 0
     assert all(u.mm_flops > u.fwd_mm_flops > 0 for u in counts.units.values())
     assert len(list(cache.glob("*.json"))) == 1
@@ -123,3 +124,55 @@ def test_bench_step_json_has_the_fields_the_issue_names(
     assert "PROJECTION" in capsys.readouterr().out
     sc = step_cost(_job(), world_size=8, cache_dir=_cache(step_cost_artifacts), ratio=1.25)
     assert sc.summary()["step_ms"] == data["step_ms"]
+
+
+def test_fused_count_drops_the_gates_and_scan_but_keeps_the_mixer_outside_the_kernel(
+    step_cost_artifacts: Path,
+) -> None:
+    """With the fused op opaque, the CfC mixer's counted bytes fall below gates + scan minus the scan, and stay > 0."""
+    c = count_arm(SMOKE_MODEL, seq_len=SMOKE_SEQ_LEN, cache_dir=_cache(step_cost_artifacts)).units["C"]
+    chunked, fused = c.bytes_per_seq["CfC gates + scan"], c.fused_bytes_per_seq["CfC gates + scan"]
+    assert 0 < fused < chunked - c.scan_bytes_per_seq  # softplus + gates are inside the kernel now
+    assert (
+        c.fused_bytes_per_seq["MLP gate"] == c.bytes_per_seq["MLP gate"]
+    )  # the rest of the block is unchanged
+    assert c.fused_fwd_bytes_per_seq < c.fwd_bytes_per_seq and 0 < c.fused_kernels < c.kernels
+
+
+def test_fused_scan_row_is_the_kernels_analytic_traffic(step_cost_artifacts: Path) -> None:
+    """After: the CfC scan row = scan_traffic_bytes(1, T, d, io_bytes=2) x CfC layers x sequences per rank / HBM rate."""
+    from golfmodel.model.scan_triton import scan_traffic_bytes
+
+    counts = count_arm(SMOKE_MODEL, seq_len=SMOKE_SEQ_LEN, cache_dir=_cache(step_cost_artifacts))
+    p = project(_job(), counts, world_size=8, gpu=GPUS["H100"], design=AFTER)
+    row = next(r for r in p.rows if r.component == "CfC scan")
+    per = scan_traffic_bytes(1, SMOKE_SEQ_LEN, SMOKE_MODEL.d_model, io_bytes=2).total_bytes
+    seqs = _job().train.global_batch_tokens / 8 / SMOKE_SEQ_LEN
+    assert row.device_s == pytest.approx(per * seqs / GPUS["H100"].hbm_bytes)
+
+
+def test_sharded_muon_gathers_padded_stacks_and_updates_every_matrix() -> None:
+    """5 equal matrices on 8 ranks: 1 per rank, an all-gather of 8 (padded); the elementwise part sees all 5."""
+    from golfmodel.bench.step_analytic import MUON_ELEMENTWISE_BYTES, muon_rows
+
+    gpu = GPUS["H100"]
+    _, gather = muon_rows([(640, 640)] * 5, 5, 8, gpu, True)
+    assert gather.device_s == pytest.approx(
+        2.0 * 8 * 640 * 640 * 7 / 8 / gpu.bus_bytes + gpu.collective_latency_s
+    )
+    muon_big, _ = muon_rows([(4096, 4096)] * 5, 5, 8, gpu, True)
+    assert muon_big.device_s > MUON_ELEMENTWISE_BYTES * 5 * 4096 * 4096 / gpu.hbm_bytes
+
+
+def test_exact_refits_are_amortised_over_the_run(step_cost_artifacts: Path) -> None:
+    """After: G + 2 exact refits per run, their time shared by the steps: row = step x refits / (wall - refits)."""
+    from golfmodel.bench.step_analytic import model_matrices, tau_exact_refit_s
+
+    counts = count_arm(SMOKE_MODEL, seq_len=SMOKE_SEQ_LEN, cache_dir=_cache(step_cost_artifacts))
+    p = project(_job(), counts, world_size=8, gpu=GPUS["H100"], design=AFTER)
+    row = next(r for r in p.rows if r.component == "τ exact refits (amortised)")
+    shapes, _, n_q2, _ = model_matrices(_job())
+    total = (SMOKE_MODEL.depth + 2) * tau_exact_refit_s(n_q2, len(shapes), GPUS["H100"])
+    before = p.uncalibrated_step_ms / 1e3 - row.device_s
+    assert row.device_s == pytest.approx(before * total / (600 - total))
+    assert any(r.component == "τ update" for r in p.rows)
