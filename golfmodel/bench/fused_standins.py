@@ -1,11 +1,11 @@
 """Opaque stand-ins for the CUDA-only fused kernels, so inductor can count what each kernel leaves around it.
 
-    with fused_standins():              # CfCMixer and Block now call the stand-in ops
+    with fused_standins():              # CfCMixer now calls the stand-in op
         counts = count_step(block, inputs, seq_len=1024, autocast_dtype=torch.bfloat16)
 
-Two kernels: the fused CfC scan and the fused residual add + RMSNorm (`norm_triton`, the same
-construction: an op whose own traffic is analytic, `add_norm_traffic_bytes`, and whose
-neighbours inductor counts).
+The kernel counted this way is the fused CfC scan. (The same construction counted the fused
+residual add + RMSNorm of `norm_triton` as a net loss, so that kernel is not selected:
+docs/decisions/gpu.md.)
 
 The fused kernel (`golfmodel.model.scan_triton.fused_cfc_scan`) reads the W1/W2 outputs in their
 autocast dtype and computes softplus, the CfC gates, the recurrence and all their gradients
@@ -99,87 +99,14 @@ def standin_cfc_scan(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor | None)
     return h
 
 
-@torch.library.custom_op("golfcount::add_rms_norm_fwd", mutates_args=())
-def _nfwd(
-    x: Tensor, m: Tensor, w: Tensor, eps: float, out_dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    N, D = x.shape
-    return (
-        x.new_zeros((N, D), dtype=torch.float32),
-        x.new_zeros((N, D), dtype=out_dtype),
-        x.new_zeros((N,), dtype=torch.float32),
-    )
-
-
-@_nfwd.register_fake
-def _nfwd_fake(
-    x: Tensor, m: Tensor, w: Tensor, eps: float, out_dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    N, D = x.shape
-    return (
-        x.new_empty((N, D), dtype=torch.float32),
-        x.new_empty((N, D), dtype=out_dtype),
-        x.new_empty((N,), dtype=torch.float32),
-    )
-
-
-@torch.library.custom_op("golfcount::add_rms_norm_bwd", mutates_args=())
-def _nbwd(
-    gy: Tensor, gs: Tensor, s: Tensor, rstd: Tensor, w: Tensor, m_dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.zeros_like(s), s.new_zeros(s.shape, dtype=m_dtype), s.new_zeros((s.shape[1],))
-
-
-@_nbwd.register_fake
-def _nbwd_fake(
-    gy: Tensor, gs: Tensor, s: Tensor, rstd: Tensor, w: Tensor, m_dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    return torch.empty_like(s), s.new_empty(s.shape, dtype=m_dtype), s.new_empty((s.shape[1],))
-
-
-def _nsetup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
-    x, m, w, eps, out_dtype = inputs
-    ctx.m_dtype, ctx.w_dtype = m.dtype, w.dtype
-    ctx.save_for_backward(output[0], output[2], w)
-
-
-def _nbackward(ctx: Any, gs: Tensor | None, gy: Tensor | None, grstd: Tensor | None) -> tuple[Any, ...]:
-    s, rstd, w = ctx.saved_tensors  # as norm_triton._backward
-    gs = torch.zeros_like(s) if gs is None else gs.float().contiguous()
-    gy = torch.zeros_like(s) if gy is None else gy.contiguous()
-    dx, dm, dw = torch.ops.golfcount.add_rms_norm_bwd(gy, gs, s, rstd, w, ctx.m_dtype)
-    return dx, dm, dw.to(ctx.w_dtype), None, None
-
-
-_nfwd.register_autograd(_nbackward, setup_context=_nsetup)
-
-
-def standin_add_rms_norm(
-    x: Tensor, m: Tensor, weight: Tensor, eps: float | None, out_dtype: torch.dtype | None = None
-) -> tuple[Tensor, Tensor]:
-    """`norm_triton.fused_add_rms_norm`'s wrapper around the stand-in op."""
-    if out_dtype is None:
-        on = torch.is_autocast_enabled(x.device.type)
-        out_dtype = torch.get_autocast_dtype(x.device.type) if on else torch.float32
-    D = x.shape[-1]
-    e = float(torch.finfo(torch.float32).eps if eps is None else eps)
-    s, y, _ = torch.ops.golfcount.add_rms_norm_fwd(
-        x.float().reshape(-1, D).contiguous(), m.reshape(-1, D).contiguous(), weight.float().contiguous(), e,
-        out_dtype,
-    )  # fmt: skip
-    return s.view(x.shape), y.view(x.shape)
-
-
 @contextlib.contextmanager
 def fused_standins() -> Iterator[None]:
-    """Inside: every CfCMixer takes its fused-scan branch and every Block its fused add + norm, as stand-in ops."""
-    from golfmodel.model import cfc, hybrid
+    """Inside: every CfCMixer takes its fused-scan branch, with the stand-in op as the kernel."""
+    from golfmodel.model import cfc
 
     scan = types.SimpleNamespace(fused_cfc_scan=standin_cfc_scan)
-    norm = types.SimpleNamespace(use_fused_norm=lambda device: True, fused_add_rms_norm=standin_add_rms_norm)
     with (
         mock.patch.object(cfc, "resolve_scan", lambda choice, device: "triton"),
         mock.patch.object(cfc, "scan_triton", scan),
-        mock.patch.object(hybrid, "norm_triton", norm),
     ):
         yield

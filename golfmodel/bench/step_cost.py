@@ -69,7 +69,7 @@ class Design:
     """How the step is run: the choices that issue 10 changes."""
 
     name: str
-    fused_scan: bool  # fused CUDA kernels (CfC scan; residual add + RMSNorm) or inductor + the chunked scan
+    fused_scan: bool  # CfC scan: the fused kernel (after) or the chunked Hillis–Steele scan (today)
     muon_sharded: bool  # Muon batched by shape, split over ranks, compiled (+ an all-gather)
     tau_lloyd: bool  # τ: one compiled Lloyd step per step (after) or exact refits at the cadence (today)
     host_syncs: int  # drained queues per step
@@ -182,12 +182,12 @@ def project(
             )
         )
 
-    # the fused design: G / C units as counted with the fused kernels opaque (step_count's stand-ins)
-    fused_units = {k for k in ("G", "C") if k in U} if design.fused_scan else set()
+    # the fused design: the CfC unit as counted with the fused scan opaque (step_count's stand-in)
+    fused_units = {"C"} if design.fused_scan and "C" in U else set()
     for k in fused_units:
         if not U[k].fused_bytes_per_seq:
             raise ValueError(f"counts: unit {k} has no fused-kernel count (recount with this step_count)")
-    fused = "C" in fused_units
+    fused = bool(fused_units)
 
     def unit_bytes(k: str) -> dict[str, float]:
         return U[k].fused_bytes_per_seq if k in fused_units else U[k].bytes_per_seq
@@ -210,21 +210,6 @@ def project(
             cats["CfC gates + scan"] = max(0.0, cats.get("CfC gates + scan", 0.0) - scan_b)
             scan_note = "chunked Hillis–Steele scan, inductor count"
         rows.append(Row(component="CfC scan", device_s=scan_b / bw, host_s=0.0, note=scan_note))
-    norm_fwd = 0.0  # the fused add + RMSNorm's forward bytes per sequence and block (evaluation)
-    if fused_units:
-        from golfmodel.model.norm_triton import add_norm_traffic_bytes
-
-        norm_fwd, norm_bwd = add_norm_traffic_bytes(t.seq_len, cfg.d_model, io_bytes=2)
-        n_blocks = sum(M[k] for k in fused_units)
-        rows.append(
-            Row(
-                component="fused add + RMSNorm",
-                device_s=(norm_fwd + norm_bwd) * n_blocks * seqs / bw,
-                host_s=0.0,
-                note=f"Triton kernel x {n_blocks} blocks: {(norm_fwd + norm_bwd) / (4 * t.seq_len * cfg.d_model):.1f} "
-                "fp32 passes fwd+bwd (add_norm_traffic_bytes)",
-            )
-        )
     for cat, b in cats.items():
         if b:
             label, note = cat, "inductor bytes"
@@ -329,12 +314,7 @@ def project(
         (
             u.fwd_mm_flops / gpu.matmul_flops
             + 0.5 * u.fwd_attn_flops / gpu.attention_flops
-            + (
-                u.fused_fwd_bytes_per_seq + norm_fwd + (scan_fwd if k == "C" else 0.0)
-                if k in fused_units
-                else u.fwd_bytes_per_seq
-            )
-            / bw
+            + (u.fused_fwd_bytes_per_seq + scan_fwd if k in fused_units else u.fwd_bytes_per_seq) / bw
         )
         * M[k]
         for k, u in U.items()

@@ -18,7 +18,7 @@ that the projection can swap it for the fused kernel's analytic traffic; and the
 counted a second time with the fused kernels as opaque ops (`golfmodel.bench.fused_standins`), so
 the fused design keeps exactly the generated kernels the real kernels leave around them (softplus,
 the gates, the scan and their backward are inside the scan kernel; the h cast and its gradient are
-not), and likewise for the GQA and CfC blocks' fused residual add + MLP pre-norm.
+not).
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ class UnitCounts:
     bytes_per_call: float  # generated kernels that do not grow with the batch (weights)
     fwd_bytes_per_seq: float  # generated kernels of the forward graph only
     scan_bytes_per_seq: float  # the chunked scan alone (CfC units; 0 elsewhere)
-    # G / C units counted again with the fused kernels (CfC scan, residual add + RMSNorm) as opaque
-    # ops: what inductor leaves around them (their own traffic is analytic); {} / 0 elsewhere
+    # CfC units counted again with the fused scan as an opaque op: what inductor leaves around the
+    # kernel (its own traffic is analytic, `scan_triton.scan_traffic_bytes`); {} / 0 elsewhere
     fused_bytes_per_seq: dict[str, float] = field(default_factory=dict)
     fused_fwd_bytes_per_seq: float = 0.0
     fused_kernels: int = 0
@@ -234,7 +234,7 @@ def _count_unit(name: str, cfg: Any, seq_len: int) -> UnitCounts:
     lowering = counts.lowering_seconds
     fused: dict[str, float] = {}
     fused_fwd, fused_kernels = 0.0, 0
-    if name in ("G", "C"):
+    if name == "C":
         from golfmodel.bench.fused_standins import fused_standins
 
         with fused_standins():  # the block again, the fused kernels opaque (extern) ops

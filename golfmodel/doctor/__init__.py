@@ -116,7 +116,7 @@ def run_gpu(
     for name, part, cap in perf.PARTS:
         t0 = time.perf_counter()
         budget = min(cap, total - (t0 - t_all))
-        if budget < 1.0:
+        if budget <= 0.0:
             res: dict[str, Any] = {"status": "fail", "skipped": f"no time left of the {total:.0f} s total"}
         else:
             ctx.deadline = t0 + budget

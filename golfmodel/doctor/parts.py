@@ -177,6 +177,40 @@ def part_scan(ctx: Ctx) -> dict[str, Any]:
     return {"status": "ok" if ok else "fail", **out}
 
 
+def part_norm(ctx: Ctx) -> dict[str, Any]:
+    """The candidate fused residual add + RMSNorm (not in the model) against its torch reference; times on CUDA."""
+    from golfmodel.model import norm_triton as nt
+
+    if not nt.available() or (ctx.device.type != "cuda" and not nt.interpreted()):
+        return {"status": "ok" if ctx.smoke else "fail", "fused": "skipped: not runnable here"}
+    rows, D = (8, 24) if ctx.smoke else (16 * 1024, ctx.cfg.d_model)
+    g = torch.Generator().manual_seed(0)
+    x, m, gs, gy = (torch.randn(rows, D, generator=g).to(ctx.device) for _ in range(4))
+    w = (1 + 0.1 * torch.randn(D, generator=g)).to(ctx.device)
+
+    def run(fn: Callable[..., Any], backward: bool = True) -> tuple[torch.Tensor, ...]:
+        leaves = [t.clone().requires_grad_() for t in (x, m, w)]
+        s, y = fn(*leaves, None)
+        if backward:
+            ((s * gs).sum() + (y.float() * gy).sum()).backward()
+        return s.detach(), y.detach(), *(t.grad for t in leaves)
+
+    fused, ref = run(nt.fused_add_rms_norm), run(nt.add_rms_norm_reference)
+    errs = {
+        f"max_abs_err_{k}": (a.float() - b.float()).abs().max().item()
+        for k, a, b in zip(("s", "y", "dx", "dm", "dw"), fused, ref, strict=True)
+    }
+    out: dict[str, Any] = {"shape": [rows, D], **errs}
+    if ctx.device.type == "cuda":
+        fwd, bwd = nt.add_norm_traffic_bytes(rows, D, io_bytes=4)
+        out["fused_fwd_bwd_ms"] = _timed(lambda: run(nt.fused_add_rms_norm), ctx.device, 10) * 1e3
+        out["torch_fwd_bwd_ms"] = _timed(lambda: run(nt.add_rms_norm_reference), ctx.device, 10) * 1e3
+        out["fused_GBps"] = (
+            (fwd + bwd) / (out["fused_fwd_bwd_ms"] * 1e-3) / 1e9
+        )  # incl. the harness's own ops
+    return {"status": "ok" if max(errs.values()) < 1e-3 else "fail", **out}
+
+
 def part_fake_quant(ctx: Ctx) -> dict[str, Any]:
     """QLinear's fake-quant (levels·τ, masked STE) on the device equals the CPU's bit for bit; its forward agrees."""
     from golfmodel.quant.qlinear import Q2Linear

@@ -3,8 +3,7 @@
     idx (B, T) → tok_emb → RMS-normalise → [pattern] x depth blocks → final RMSNorm → tied head
     → logits = softcap·tanh(logits/softcap) (+ bigram_logprior[idx]) → (B, T, V) fp32
 
-Each block is pre-RMSNorm mixer + residual, then pre-RMSNorm SwiGLU + residual (on CUDA the
-mixer's residual add and the MLP's pre-norm are one fused kernel, `norm_triton`). Every block
+Each block is pre-RMSNorm mixer + residual, then pre-RMSNorm SwiGLU + residual. Every block
 matrix is built by `plan_linears(config.quant_plan, group)` (plan "q2": all Q2Linear, the old
 q2-geode). `qat_groups()` lists the quantised layers (QLinear) of each Geode group, shallowest
 first; the trainer switches QAT on group by group, deepest first (SPEC §7).
@@ -23,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from golfmodel.model import norm_triton
 from golfmodel.model.cfc import CfCMixer
 from golfmodel.model.config import BOS_ID, ModelConfig
 from golfmodel.model.gqa import GQAMixer
@@ -63,11 +61,7 @@ class Block(nn.Module):
     def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
         """x (B, T, d); reset (B, T) bool marks BOS tokens (used by CfC blocks only)."""
         h = self.mixer_norm(x)
-        mix = self.mixer(h) if self.kind == "G" else self.mixer(h, reset)
-        if norm_triton.use_fused_norm(x.device):  # CUDA: residual add + MLP pre-norm in one kernel each way
-            x, h = norm_triton.fused_add_rms_norm(x, mix, self.mlp_norm.weight, self.mlp_norm.eps)
-            return x + self.mlp(h)
-        x = x + mix
+        x = x + (self.mixer(h) if self.kind == "G" else self.mixer(h, reset))
         return x + self.mlp(self.mlp_norm(x))
 
 

@@ -1,15 +1,18 @@
-"""The fused residual add + RMSNorm on CUDA as a torch op, and its torch reference (docs/decisions/gpu.md).
+"""A fused residual add + RMSNorm for CUDA as a torch op, and its torch reference (docs/decisions/gpu.md).
 
     s, y = fused_add_rms_norm(x, m, weight, eps)     # s = x + m (fp32), y = rms_norm(s)·w in out_dtype
-    s, y = add_rms_norm_reference(x, m, weight, eps) # the same in torch ops (the CPU path)
-    use_fused_norm(device) -> bool; add_norm_traffic_bytes(rows, D, io_bytes=2) -> (fwd, bwd)
+    s, y = add_rms_norm_reference(x, m, weight, eps) # the same in torch ops
+    available() -> bool; add_norm_traffic_bytes(rows, D, io_bytes=2) -> (fwd, bwd)
 
-Issue 10 item 5: inductor leaves the block's norm + residual at ~19 fp32 passes of the stream
-per block (fwd + bwd) against ~14 needed. `HybridLM`'s blocks call `add_rms_norm` for the
-mixer's residual add followed by the MLP's pre-norm: the fused kernel on CUDA where Triton
-runs (selected by device, never silently: `norm_in_use(device)` says which), the torch
-reference elsewhere. Two `torch.library.triton_op`s (`golf::add_rms_norm_fwd`, `_bwd`) joined by
-`register_autograd`, as the fused scan, so Dynamo traces them without a graph break.
+Issue 10 item 5 asked for it where inductor leaves norm + residual at ~19 fp32 passes of the
+stream per block against ~14 needed. It is NOT wired into the model: counted as an opaque op in
+the block (the step-cost model's stand-in method), the kernel's own 7.0 passes replace ~7.2 ms of
+inductor's norm + residual at h100x8 but the neighbours it cuts off (QLinear's τ scaling of the
+mixer output, fused into the residual add by inductor; the sum of the MLP's two input gradients,
+fused into the norm backward) cost more: "after" went from 101.7 to 104.0 ms. It stays as a
+tested candidate for a kernel that also absorbs those neighbours; `golf doctor gpu` times it
+against the torch ops on a lent GPU. Two `torch.library.triton_op`s (`golf::add_rms_norm_fwd`,
+`_bwd`) joined by `register_autograd`, as the fused scan, so Dynamo would trace it without a break.
 """
 
 from __future__ import annotations
@@ -41,16 +44,6 @@ def available() -> bool:
 def interpreted() -> bool:
     """True if the kernels were built by Triton's interpreter (TRITON_INTERPRET=1): they take CPU tensors."""
     return _k is not None and type(_k.add_rms_norm_fwd_kernel).__name__ == "InterpretedFunction"
-
-
-def use_fused_norm(device: torch.device) -> bool:
-    """The fused kernel on CUDA where it is available; the torch reference everywhere else."""
-    return device.type == "cuda" and available()
-
-
-def norm_in_use(device: torch.device) -> str:
-    """ "triton" or "torch": which residual add + RMSNorm the blocks run on `device` (for the run log)."""
-    return "triton" if use_fused_norm(device) else "torch"
 
 
 def _block_d(D: int) -> int:
