@@ -249,14 +249,14 @@ def part_fake_quant(ctx: Ctx) -> dict[str, Any]:
     return {"status": "ok" if ok else "fail", **out}
 
 
-def _loss(ctx: Ctx, idx: torch.Tensor) -> torch.Tensor:
+def _loss(ctx: Ctx, idx: torch.Tensor, fwd: Any = None) -> torch.Tensor:
     amp = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if ctx.device.type == "cuda"
         else torch.autocast("cpu", enabled=False)
     )
     with amp:
-        logits = ctx.fwd(idx[:, :-1])  # (B, T, V)
+        logits = (fwd or ctx.fwd)(idx[:, :-1])  # (B, T, V)
     return F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten())
 
 
@@ -290,19 +290,23 @@ def part_compile(ctx: Ctx) -> dict[str, Any]:
 
     dynamo.reset()
     counters.clear()
-    ctx.fwd = torch.compile(ctx.model, backend=counting)
+    ctx.fwd = (
+        None  # set only once compiled: a part stopped at its cap leaves the later parts nothing half-built
+    )
+    fwd = torch.compile(ctx.model, backend=counting)
     idx = _tokens(ctx, ctx.micro_seqs)
     t0 = time.perf_counter()
-    _loss(ctx, idx).backward()
+    _loss(ctx, idx, fwd).backward()
     _sync(ctx.device)
     compile_s = time.perf_counter() - t0
     first, graphs = ctx.backend_calls[0], counters["stats"]["unique_graphs"]
     for layer in groups[0]:
         layer.set_qat(True)  # the last QAT switch of a run
     t0 = time.perf_counter()
-    _loss(ctx, idx).backward()
+    _loss(ctx, idx, fwd).backward()
     _sync(ctx.device)
     after_s = time.perf_counter() - t0
+    ctx.fwd = fwd
     recompiles = ctx.backend_calls[0] - first
     new_graphs = counters["stats"]["unique_graphs"] - graphs
     ctx.model.zero_grad(set_to_none=True)

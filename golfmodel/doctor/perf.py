@@ -48,7 +48,7 @@ def part_tau(ctx: Ctx) -> dict[str, Any]:
     """τ: the exact refit, one Lloyd step per matrix (eager and compiled), and the device's τ against the CPU's."""
     from golfmodel.quant.qlinear import qlinears
 
-    if ctx.model is None:
+    if ctx.fwd is None:
         return {"status": "fail", "error": "needs the compile part"}
     layers = [m for m in qlinears(ctx.model) if m.tau is not None and not m.scale_learned]
     reps = 1 if ctx.smoke else 3
@@ -84,7 +84,7 @@ def part_eval(ctx: Ctx) -> dict[str, Any]:
     from golfmodel.bench.step_cost import VAL_TOKENS
     from golfmodel.eval.run import eval_throughput
 
-    if ctx.model is None:
+    if ctx.fwd is None:
         return {"status": "fail", "error": "needs the compile part"}
     stride = ctx.seq_len // 4 if ctx.smoke else 64
     n = ctx.seq_len * (2 if ctx.smoke else 16)
