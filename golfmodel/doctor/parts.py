@@ -256,7 +256,7 @@ def _loss(ctx: Ctx, idx: torch.Tensor, fwd: Any = None) -> torch.Tensor:
         else torch.autocast("cpu", enabled=False)
     )
     with amp:
-        logits = (fwd or ctx.fwd)(idx[:, :-1])  # (B, T, V)
+        logits = (ctx.fwd if fwd is None else fwd)(idx[:, :-1])  # (B, T, V)
     return F.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten())
 
 
