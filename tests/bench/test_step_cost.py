@@ -176,3 +176,22 @@ def test_exact_refits_are_amortised_over_the_run(step_cost_artifacts: Path) -> N
     before = p.uncalibrated_step_ms / 1e3 - row.device_s
     assert row.device_s == pytest.approx(before * total / (600 - total))
     assert any(r.component == "τ update" for r in p.rows)
+
+
+def test_scan_standin_op_matches_the_fused_scans_outputs_and_gradient_dtypes() -> None:
+    """The counted stand-in and the real fused scan (interpreted off CUDA): same h and gradient shapes and dtypes."""
+    pytest.importorskip("triton")
+    from golfmodel.bench.fused_standins import standin_cfc_scan
+    from golfmodel.model import scan_triton
+
+    if not torch.cuda.is_available() and not scan_triton.interpreted():
+        pytest.skip("the fused scan needs CUDA or TRITON_INTERPRET=1")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    seen = []
+    for fn in (standin_cfc_scan, scan_triton.fused_cfc_scan):
+        x, b = (torch.randn(2, 9, 8, device=dev, dtype=torch.bfloat16).requires_grad_() for _ in range(2))
+        ld = torch.zeros(8, device=dev, requires_grad=True)
+        h = fn(x, b, ld, torch.zeros(2, 9, dtype=torch.bool, device=dev))
+        h.sum().backward()
+        seen.append((h.shape, h.dtype, x.grad.dtype, b.grad.dtype, ld.grad.shape, ld.grad.dtype))
+    assert seen[0] == seen[1]
