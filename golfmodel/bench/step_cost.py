@@ -215,7 +215,7 @@ def project(
             label, note = cat, "inductor bytes"
             if cat == "CfC gates + scan":
                 label = "CfC mixer around the kernel" if fused else "CfC gates"
-                note = "inductor bytes, fused op opaque (scan_standin)" if fused else note
+                note = "inductor bytes, fused op opaque (fused_standins)" if fused else note
             rows.append(Row(component=f"elementwise: {label}", device_s=b / bw, host_s=0.0, note=note))
 
     def unit_kernels(k: str) -> int:
