@@ -44,7 +44,8 @@ BLOCK_D = 32  # channels per program
 # Warps per program. ptxas for sm_90 at 32 x 32 tiles: forward 72 registers at 4 warps; backward
 # 231 at 4 warps and 128 at 8 (no spills either way), so the backward takes 8 for occupancy.
 FWD_WARPS, BWD_WARPS = 4, 8
-OUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the kernel may store h as
+# what the kernel may store h as (float64: an fp64 caller gets the fp32 state widened, as a cast did)
+OUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def unavailable_reason() -> str:
@@ -142,7 +143,7 @@ def fused_cfc_scan(
     """h_t = decay_t·h_{t-1} + c_t from the CfC gate pre-activations, fused (module docstring).
 
     x: (B, T, D) W1 output (a = softplus(x)); b: (B, T, D) W2 output; log_dt: (D,); reset: (B, T)
-    bool, True at BOS (or None). Returns h (B, T, D) in `out_dtype` (fp32, bf16 or fp16; the state
+    bool, True at BOS (or None). Returns h (B, T, D) in `out_dtype` (fp32, bf16, fp16, fp64; the state
     is fp32 either way, only the stored h is rounded). Gradients flow to x, b and log_dt.
     """
     if not available():

@@ -162,6 +162,13 @@ def test_fake_impl_returns_h_in_out_dtype() -> None:
     assert (dx.dtype, db.dtype, dld.dtype, dld.shape) == (torch.bfloat16, torch.bfloat16, torch.float32, (8,))
 
 
+def test_out_dtype_must_be_a_float_dtype() -> None:
+    """A non-float out_dtype is refused before any launch, with an error naming out_dtype."""
+    x, b, log_dt, reset, _ = _inputs(1, 4, 2)
+    with pytest.raises(ValueError, match="out_dtype"):
+        scan_triton.fused_cfc_scan(x, b, log_dt, reset, out_dtype=torch.int32)
+
+
 def test_mixer_under_autocast_equals_the_cast_path(
     small_blocks: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
