@@ -11,11 +11,13 @@ The fused kernel (`golfmodel.model.scan_triton.fused_cfc_scan`) reads the W1/W2 
 autocast dtype and computes softplus, the CfC gates, the recurrence and all their gradients
 inside; a CPU compile cannot lower it (the Triton interpreter's kernels cannot be traced). The
 stand-in is two `torch.library.custom_op`s with exactly the fused op's signature, dtypes and
-shapes (forward: x, b, log Δt, reset as uint8 → h fp32 and the chunk checkpoint; backward: the
-same plus ∂L/∂h in fp32 → ∂x, ∂b in their dtypes and per-sequence ∂log Δt partials), wrapped
-like `fused_cfc_scan` (contiguous inputs, `log_dt.float()`, `grad_h.float()`). Inductor treats a
+shapes (forward: x, b, log Δt, reset as uint8, out_dtype → h in out_dtype and the fp32 chunk
+checkpoint; backward: the same plus ∂L/∂h in h's dtype → ∂x, ∂b in their dtypes and
+per-sequence ∂log Δt partials), wrapped like `fused_cfc_scan` (contiguous inputs,
+`log_dt.float()`, ∂L/∂h passed as it comes) and called by CfCMixer with the same `out_dtype` (the
+autocast dtype: the kernel stores h in bf16, so no cast kernel follows it). Inductor treats a
 custom op as an extern call, so the generated kernels it counts are what the real run keeps
-outside the kernel (the h cast to bf16, its gradient, the sum of the ∂log Δt partials); the
+outside the kernel (QLinear's τ scaling, the sum of the ∂log Δt partials); the
 kernel's own traffic is `scan_traffic_bytes`, analytic. The ops' CPU bodies return zeros: the
 count only runs the graph eagerly, it never reads the values.
 """
@@ -39,15 +41,19 @@ def _chunks(T: int) -> int:
 
 
 @torch.library.custom_op("golfcount::cfc_scan_fwd", mutates_args=())
-def _fwd(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
+def _fwd(
+    x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor, out_dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     B, T, D = x.shape
-    return x.new_zeros((B, T, D), dtype=torch.float32), x.new_zeros((B, _chunks(T), D), dtype=torch.float32)
+    return x.new_zeros((B, T, D), dtype=out_dtype), x.new_zeros((B, _chunks(T), D), dtype=torch.float32)
 
 
 @_fwd.register_fake
-def _fwd_fake(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
+def _fwd_fake(
+    x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor, out_dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     B, T, D = x.shape
-    return x.new_empty((B, T, D), dtype=torch.float32), x.new_empty((B, _chunks(T), D), dtype=torch.float32)
+    return x.new_empty((B, T, D), dtype=out_dtype), x.new_empty((B, _chunks(T), D), dtype=torch.float32)
 
 
 @torch.library.custom_op("golfcount::cfc_scan_bwd", mutates_args=())
@@ -72,29 +78,31 @@ def _bwd_fake(
     )
 
 
-def _setup(ctx: Any, inputs: tuple[Tensor, ...], output: tuple[Tensor, Tensor]) -> None:
-    x, b, log_dt, reset = inputs
+def _setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    x, b, log_dt, reset, _ = inputs
     ctx.save_for_backward(x, b, log_dt, reset, output[1])
 
 
 def _backward(ctx: Any, grad_h: Tensor, grad_ckpt: Tensor | None) -> tuple[Tensor | None, ...]:
     x, b, log_dt, reset, ckpt = ctx.saved_tensors
-    dx, db, dlogdt = torch.ops.golfcount.cfc_scan_bwd(x, b, log_dt, reset, ckpt, grad_h.float().contiguous())
-    return dx, db, dlogdt.sum(0), None
+    dx, db, dlogdt = torch.ops.golfcount.cfc_scan_bwd(x, b, log_dt, reset, ckpt, grad_h.contiguous())
+    return dx, db, dlogdt.sum(0), None, None
 
 
 _fwd.register_autograd(_backward, setup_context=_setup)
 
 
-def standin_cfc_scan(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor | None) -> Tensor:
-    """`fused_cfc_scan`'s wrapper around the stand-in op: same argument handling, h (B, T, D) fp32."""
+def standin_cfc_scan(
+    x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor | None, *, out_dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """`fused_cfc_scan`'s wrapper around the stand-in op: same argument handling, h (B, T, D) in out_dtype."""
     B, T, D = x.shape
     if reset is None:
         reset_u8 = torch.zeros((B, T), dtype=torch.uint8, device=x.device)
     else:
         reset_u8 = reset.contiguous().view(torch.uint8)
     h, _ = torch.ops.golfcount.cfc_scan_fwd(
-        x.contiguous(), b.contiguous(), log_dt.float().contiguous(), reset_u8
+        x.contiguous(), b.contiguous(), log_dt.float().contiguous(), reset_u8, out_dtype
     )
     return h
 

@@ -29,15 +29,16 @@ MUON_HOST_OPS_PER_BUCKET = (
 
 
 def scan_traffic(batch: int, seq_len: int, d: int) -> tuple[float, float, str]:
-    """(forward + backward bytes, forward bytes, note) of the fused CfC scan for one layer, bf16 inputs.
+    """(forward + backward bytes, forward bytes, note) of the fused CfC scan for one layer, bf16 I/O.
 
     The kernel's own analytic count (`scan_triton.scan_traffic_bytes`, io_bytes=2: it reads the
-    W1/W2 outputs in bf16 and computes softplus, the gates, the scan and their backward inside).
+    W1/W2 outputs in bf16, computes softplus, the gates, the scan and their backward inside, and
+    under autocast stores h and reads ∂L/∂h in bf16, as CfCMixer asks it to).
     """
     from golfmodel.model.scan_triton import scan_traffic_bytes
 
     t = scan_traffic_bytes(batch, seq_len, d, io_bytes=2)
-    note = f"fused kernel: {t.fp32_passes:.2f} fp32 passes/layer fwd+bwd (scan_traffic_bytes, bf16 in)"
+    note = f"fused kernel: {t.fp32_passes:.2f} fp32 passes/layer fwd+bwd (scan_traffic_bytes, bf16 in and h)"
     return float(t.total_bytes), float(t.forward_bytes), note
 
 

@@ -22,7 +22,9 @@ On CUDA the mixer runs the fused Triton scan instead (`scan_triton.fused_cfc_sca
 recurrence in one kernel per pass, docs/decisions/scan.md); `scan` ("auto" | "torch" | "triton",
 `ModelConfig.cfc_scan`) picks it: "auto" is the fused scan on CUDA where triton is installed and
 this chunked torch scan everywhere else, which stays the CPU path and the reference. The trainer
-logs the choice (`scan_in_use`).
+logs the choice (`scan_in_use`). Under autocast the fused scan stores h directly in the autocast
+dtype W_out reads (state still fp32 in registers), so no cast pass follows it; the torch scan
+returns fp32 h and autocast casts it at W_out, as before.
 """
 
 from __future__ import annotations
@@ -193,20 +195,32 @@ class CfCMixer(nn.Module):
         u = torch.rand(d_model)
         self.log_dt = nn.Parameter(math.log(DT_MIN) + u * (math.log(DT_MAX) - math.log(DT_MIN)))
 
+    def _h_dtype(self, x: Tensor) -> torch.dtype:
+        """The dtype the fused scan stores h in: what W_out would cast it to anyway.
+
+        Under autocast W_out's matmul reads h in the autocast dtype, so the kernel rounds h to it on
+        store (the same rounding the cast did: bit for bit). With a sub-norm the norm reads h first
+        and stays fed in x's dtype (fp32 under autocast), as without autocast (x.dtype: fp32 eval).
+        """
+        if self.sub_norm is None and torch.is_autocast_enabled(x.device.type):
+            return torch.get_autocast_dtype(x.device.type)
+        return x.dtype
+
     def forward(self, x: Tensor, reset: Tensor | None = None) -> Tensor:
         """x (B, T, d) already normalised; reset (B, T) bool, True at BOS tokens."""
         B, T, C = x.shape
         a_pre = self.w1(x)  # (B, T, d)
         b = self.w2(x)  # (B, T, d)
         if resolve_scan(self.scan, x.device) == "triton":
-            # gates + scan in one kernel: reads a_pre, b in their (autocast) dtype, fp32 inside
-            h = scan_triton.fused_cfc_scan(a_pre, b, self.log_dt, reset)  # (B, T, d) fp32
+            # gates + scan in one kernel: reads a_pre, b in their (autocast) dtype, fp32 inside, and
+            # stores h in the dtype W_out reads it in, so no cast pass sits between them
+            h = scan_triton.fused_cfc_scan(a_pre, b, self.log_dt, reset, out_dtype=self._h_dtype(x))
         else:
             with torch.autocast(device_type=x.device.type, enabled=False):
                 a = F.softplus(a_pre.float())
                 log_decay, c = cfc_gates(a, b.float(), torch.exp(self.log_dt.float()))
                 h = cfc_scan(log_decay, c, reset, self.chunk)  # (B, T, d) fp32
-        h = h.to(x.dtype)
+            h = h.to(x.dtype)
         if self.sub_norm is not None:
             h = self.sub_norm(h)
         return self.w_out(h)

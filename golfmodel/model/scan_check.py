@@ -50,9 +50,11 @@ def self_check(
 
     Correctness in fp32 inputs (so the errors are the kernel's, not bf16 rounding): h, ∂x, ∂b,
     ∂log_dt against `cfc_gates` + `cfc_scan` under autograd, with BOS resets at t = 0 and mid-chunk;
-    `ok` is every max abs error ≤ rtol·max(1, max |reference|).
-    Timing (ms, median of `repeats`) of forward and forward + backward for both, with bf16 inputs on
-    CUDA (fp32 elsewhere), and the fused kernel's achieved GB/s from `scan_traffic_bytes`. On CPU
+    `ok` is every max abs error ≤ rtol·max(1, max |reference|), and `max_abs_err_h_bf16` (the fused
+    scan's bf16 h against its fp32 h cast by torch: the store's rounding) exactly 0.
+    Timing (ms, median of `repeats`) of forward and forward + backward for both, with bf16 inputs
+    on CUDA, the fused scan storing h in bf16 as the model runs it under autocast (fp32
+    elsewhere), and the fused kernel's achieved GB/s from `scan_traffic_bytes`. On CPU
     it needs the interpreter (slow: use a toy shape, e.g. B=1, T=40, D=8, repeats=1).
     """
     from golfmodel.model.cfc import cfc_gates, cfc_scan
@@ -97,7 +99,10 @@ def self_check(
         err, scale = (f.float() - r.float()).abs().max().item(), r.float().abs().max().item()
         out[f"max_abs_err_{name}"], out[f"max_abs_{name}"] = err, scale
         ok = ok and err <= rtol * max(1.0, scale)  # fp32 vs fp32: only summation order differs
-    out["ok"] = ok
+    with torch.no_grad():  # the bf16 store must round exactly as torch's cast of the fp32 h does
+        h_bf16 = st.fused_cfc_scan(x, b, log_dt, reset, out_dtype=torch.bfloat16)
+        out["max_abs_err_h_bf16"] = (h_bf16.float() - fused[0].bfloat16().float()).abs().max().item()
+    out["ok"] = ok and out["max_abs_err_h_bf16"] == 0.0
 
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     xt, bt = x.to(dtype).clone().requires_grad_(), b.to(dtype).clone().requires_grad_()
@@ -107,11 +112,11 @@ def self_check(
         def go() -> None:
             h = fn(xt, bt, ldt)
             if backward:
-                h.backward(gh)
+                h.backward(gh.to(h.dtype))
 
         return go
 
-    fused_fn = lambda xx, bb, ld: st.fused_cfc_scan(xx, bb, ld, reset)  # noqa: E731
+    fused_fn = lambda xx, bb, ld: st.fused_cfc_scan(xx, bb, ld, reset, out_dtype=dtype)  # noqa: E731
     out["timing_dtype"] = str(dtype).removeprefix("torch.")
     out["fused_fwd_ms"] = _time_ms(run(fused_fn, False), dev, repeats)
     out["fused_fwd_bwd_ms"] = _time_ms(run(fused_fn, True), dev, repeats)
@@ -143,13 +148,13 @@ def compile_for_gpu(arch: int = 90, io_dtype: str = "bf16") -> dict[str, Any]:
         raise RuntimeError(
             "compile_for_gpu: the kernels were built by the interpreter (unset TRITON_INTERPRET)"
         )
-    io, f32 = f"*{io_dtype}", "*fp32"
+    io, f32 = f"*{io_dtype}", "*fp32"  # h and ∂L/∂h in io_dtype too: bf16 under autocast
     blocks = {"T": "i32", "D": "i32", "BLOCK_T": "constexpr", "BLOCK_D": "constexpr"}
     kernels = {
         "forward": (k.cfc_scan_fwd_kernel, st.FWD_WARPS, dict(
-            x_ptr=io, b_ptr=io, logdt_ptr=f32, reset_ptr="*u8", h_ptr=f32, ckpt_ptr=f32, **blocks)),
+            x_ptr=io, b_ptr=io, logdt_ptr=f32, reset_ptr="*u8", h_ptr=io, ckpt_ptr=f32, **blocks)),
         "backward": (k.cfc_scan_bwd_kernel, st.BWD_WARPS, dict(
-            x_ptr=io, b_ptr=io, logdt_ptr=f32, reset_ptr="*u8", ckpt_ptr=f32, gh_ptr=f32, dx_ptr=io,
+            x_ptr=io, b_ptr=io, logdt_ptr=f32, reset_ptr="*u8", ckpt_ptr=f32, gh_ptr=io, dx_ptr=io,
             db_ptr=io, dlogdt_ptr=f32, **blocks)),
     }  # fmt: skip
     out: dict[str, Any] = {}

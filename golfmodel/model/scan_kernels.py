@@ -9,13 +9,16 @@ One program owns one sequence and BLOCK_D channels and walks the sequence in chu
 tokens: a chunk is one `tl.associative_scan` over the (BLOCK_T, BLOCK_D) tile with the pair
 operator (h1, f1)∘(h2, f2) = (h1·f2 + h2, f1·f2), the state entering the chunk folded into its
 first element. Gates and state stay in fp32 registers: the forward reads x and b once and writes
-h (fp32) plus the state entering every chunk (B, n_chunks, D), a 1/BLOCK_T-size checkpoint.
+h in h_ptr's dtype (fp32, or bf16 under autocast: only the stored copy is rounded, the carried
+state stays fp32) plus the fp32 state entering every chunk (B, n_chunks, D), a 1/BLOCK_T-size
+checkpoint.
 
 The backward walks the chunks in reverse. Per chunk it recomputes the gates and the forward scan
 from the checkpoint, then runs the adjoint recurrence g_t = G_t + decay_{t+1}·g_{t+1} as a
 reverse `tl.associative_scan` (decay_{t+1} is a load shifted by one token; the same lines are in
-cache), and forms ∂log-decay_t = g_t·decay_t·h_{t-1} = g_t·(h_t − c_t) (no division, exact zero at
-a reset), ∂c_t = g_t, then the chain rule through φ and softplus to ∂x, ∂b and a per-sequence
+cache; ∂L/∂h is read in h's dtype, bf16 under autocast, and upcast in registers), and forms
+∂log-decay_t = g_t·decay_t·h_{t-1} = g_t·(h_t − c_t) from the recomputed fp32 state (no division,
+exact zero at a reset), ∂c_t = g_t, then the chain rule through φ and softplus to ∂x, ∂b and a per-sequence
 partial sum of ∂log Δt. Nothing of size (B, T, D) is saved between the passes beyond x and b.
 
 This module needs triton; `golfmodel.model.scan_triton` imports it only where triton is installed.
@@ -63,12 +66,30 @@ def _phi(z):
 
 
 @triton.jit
+def _round_to(v, dst: tl.constexpr):
+    """fp32 v rounded to dst for a store; bf16 by round-to-nearest-even on the bits (as torch's .to()).
+
+    Compiled Triton already rounds a bf16 downcast to nearest even, but its interpreter truncates,
+    so the bf16 rounding is written out in integer ops: the same code, bit for bit torch's
+    `c10::detail::round_to_nearest_even` (NaN -> 0x7FC0), compiled and interpreted. Other dtypes
+    (fp32: a no-op; fp16) use the plain conversion, which is RNE in both.
+    """
+    if dst == tl.bfloat16:
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)  # non-NaN inputs never wrap (largest: -max -> -inf)
+        bits = tl.where(v != v, 0x7FC00000, bits)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return v.to(dst)
+
+
+@triton.jit
 def cfc_scan_fwd_kernel(
     x_ptr,  # (B, T, D) W1 output (pre-softplus), any float dtype
     b_ptr,  # (B, T, D) W2 output
     logdt_ptr,  # (D,) fp32 log Δt
     reset_ptr,  # (B, T) uint8, 1 at BOS
-    h_ptr,  # (B, T, D) fp32 out: the state
+    h_ptr,  # (B, T, D) out: the state, fp32 or the autocast dtype (rounded on store only)
     ckpt_ptr,  # (B, n_chunks, D) fp32 out: the state entering each chunk
     T,
     D,
@@ -101,7 +122,7 @@ def cfc_scan_fwd_kernel(
         tl.store(ckpt_ptr + (pid_b.to(tl.int64) * n_chunks + k) * D + cols, carry, mask=col_ok)
         c_in = c + tl.where(rows[:, None] == 0, decay * carry[None, :], 0.0)
         h, _ = tl.associative_scan((c_in, decay), 0, _combine)
-        tl.store(h_ptr + off, h, mask=m)
+        tl.store(h_ptr + off, _round_to(h, h_ptr.dtype.element_ty), mask=m)  # the carry stays fp32
         carry = tl.sum(tl.where(rows[:, None] == BLOCK_T - 1, h, 0.0), axis=0)
         k += 1
 
@@ -113,7 +134,7 @@ def cfc_scan_bwd_kernel(
     logdt_ptr,
     reset_ptr,
     ckpt_ptr,
-    gh_ptr,  # (B, T, D) fp32: ∂L/∂h
+    gh_ptr,  # (B, T, D) ∂L/∂h in h's dtype (fp32 or bf16), upcast on load
     dx_ptr,  # (B, T, D) out, dtype of x
     db_ptr,  # (B, T, D) out, dtype of b
     dlogdt_ptr,  # (B, D) fp32 out: per-sequence partial of ∂L/∂log Δt
@@ -158,7 +179,7 @@ def cfc_scan_bwd_kernel(
         x1 = tl.load(x_ptr + off + D, mask=m1, other=0.0).to(tl.float32)
         bos1 = tl.load(reset_ptr + rbase + t + 1, mask=t1_ok, other=1) != 0
         decay1 = tl.where(bos1[:, None], 0.0, tl.exp(-_softplus(x1) * dt))
-        G = tl.load(gh_ptr + off, mask=m, other=0.0)
+        G = tl.load(gh_ptr + off, mask=m, other=0.0).to(tl.float32)
         G_in = G + tl.where(rows[:, None] == BLOCK_T - 1, decay1 * carry_g[None, :], 0.0)
         g, _ = tl.associative_scan((G_in, decay1), 0, _combine, reverse=True)
         carry_g = tl.sum(tl.where(rows[:, None] == 0, g, 0.0), axis=0)
@@ -166,8 +187,8 @@ def cfc_scan_bwd_kernel(
         d_ld = tl.where(bos[:, None], 0.0, g * (h - c))
         dz = g * bb * dt * dphi - d_ld
         sig = tl.where(x > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-x)))
-        tl.store(dx_ptr + off, (dz * dt * sig).to(dx_ptr.dtype.element_ty), mask=m)
-        tl.store(db_ptr + off, (g * dt * phi).to(db_ptr.dtype.element_ty), mask=m)
+        tl.store(dx_ptr + off, _round_to(dz * dt * sig, dx_ptr.dtype.element_ty), mask=m)
+        tl.store(db_ptr + off, _round_to(g * dt * phi, db_ptr.dtype.element_ty), mask=m)
         acc_dt += tl.sum(tl.where(m, dz * a + g * bb * phi, 0.0), axis=0)
         k -= 1
     tl.store(dlogdt_ptr + pid_b.to(tl.int64) * D + cols, acc_dt * dt_c, mask=col_ok)

@@ -1,12 +1,16 @@
 """The fused CfC scan on CUDA: gates + recurrence in one Triton kernel per pass, as a torch op (docs/decisions/scan.md).
 
-    h = fused_cfc_scan(x, b, log_dt, reset)      # x = W1 x̂, b = W2 x̂ (B, T, D); h (B, T, D) fp32
+    h = fused_cfc_scan(x, b, log_dt, reset, out_dtype=torch.float32)  # x = W1 x̂, b = W2 x̂ (B, T, D)
     available() -> bool; unavailable_reason() -> str
-    scan_traffic_bytes(B, T, D, io_bytes=2) -> ScanTraffic     # analytic HBM bytes per layer, fwd + bwd
+    scan_traffic_bytes(B, T, D, io_bytes=2, h_bytes=None) -> ScanTraffic  # analytic HBM bytes per layer
 
 `fused_cfc_scan` computes exactly what `cfc.cfc_gates` + `cfc.cfc_scan` compute from softplus(x),
 b and Δt = exp(log_dt), with the reset at BOS, but reads x and b in their own dtype (bf16 under
-autocast) and keeps every gate and the state in fp32 registers. It is two `torch.library.triton_op`s
+autocast) and keeps every gate and the state in fp32 registers. h is written in `out_dtype`:
+fp32 by default (as the torch path), or the autocast dtype, in which case the kernel rounds only
+the stored copy (round to nearest even, bit for bit `fused_cfc_scan(...).to(bf16)`) and the
+backward takes ∂L/∂h in that dtype and upcasts it in registers, so neither pass has a separate
+cast kernel around it. It is two `torch.library.triton_op`s
 (`golf::cfc_scan_fwd`, `golf::cfc_scan_bwd`) joined by `register_autograd`, so Dynamo traces it
 without a graph break (fullgraph) and inductor launches the kernels itself; the fake (meta)
 implementation is the op's own Python body, which triton_op traces with fake tensors.
@@ -40,6 +44,8 @@ BLOCK_D = 32  # channels per program
 # Warps per program. ptxas for sm_90 at 32 x 32 tiles: forward 72 registers at 4 warps; backward
 # 231 at 4 warps and 128 at 8 (no spills either way), so the backward takes 8 for occupancy.
 FWD_WARPS, BWD_WARPS = 4, 8
+# what the kernel may store h as (float64: an fp64 caller gets the fp32 state widened, as a cast did)
+OUT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def unavailable_reason() -> str:
@@ -88,10 +94,12 @@ if available():
         wrap_triton(kernel)[grid](*args, **meta)
 
     @triton_op("golf::cfc_scan_fwd", mutates_args=())
-    def _scan_fwd(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor) -> tuple[Tensor, Tensor]:
-        """(h (B, T, D) fp32, state entering each chunk (B, n_chunks, D) fp32)."""
+    def _scan_fwd(
+        x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor, out_dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        """(h (B, T, D) in out_dtype, state entering each chunk (B, n_chunks, D) fp32)."""
         B, T, D = x.shape
-        h = torch.empty((B, T, D), dtype=torch.float32, device=x.device)
+        h = torch.empty((B, T, D), dtype=out_dtype, device=x.device)  # the fake impl's dtype too
         ckpt = torch.empty((B, _n_chunks(T), D), dtype=torch.float32, device=x.device)
         grid = (B, (D + BLOCK_D - 1) // BLOCK_D)
         _launch(
@@ -116,26 +124,32 @@ if available():
         )  # fmt: skip
         return dx, db, dlogdt.sum(0)
 
-    def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: tuple[Tensor, Tensor]) -> None:
-        x, b, log_dt, reset = inputs
+    def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        x, b, log_dt, reset, _ = inputs
         ctx.save_for_backward(x, b, log_dt, reset, output[1])
 
     def _backward(ctx: Any, grad_h: Tensor, grad_ckpt: Tensor | None) -> tuple[Tensor | None, ...]:
         x, b, log_dt, reset, ckpt = ctx.saved_tensors
-        dx, db, dlogdt = torch.ops.golf.cfc_scan_bwd(x, b, log_dt, reset, ckpt, grad_h.float().contiguous())
-        return dx, db, dlogdt, None
+        # ∂L/∂h arrives in h's dtype (bf16 under autocast); the kernel upcasts it on load
+        dx, db, dlogdt = torch.ops.golf.cfc_scan_bwd(x, b, log_dt, reset, ckpt, grad_h.contiguous())
+        return dx, db, dlogdt, None, None
 
     _scan_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-def fused_cfc_scan(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor | None) -> Tensor:
+def fused_cfc_scan(
+    x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor | None, *, out_dtype: torch.dtype = torch.float32
+) -> Tensor:
     """h_t = decay_t·h_{t-1} + c_t from the CfC gate pre-activations, fused (module docstring).
 
     x: (B, T, D) W1 output (a = softplus(x)); b: (B, T, D) W2 output; log_dt: (D,); reset: (B, T)
-    bool, True at BOS (or None). Returns h (B, T, D) fp32. Gradients flow to x, b and log_dt.
+    bool, True at BOS (or None). Returns h (B, T, D) in `out_dtype` (fp32, bf16, fp16, fp64; the state
+    is fp32 either way, only the stored h is rounded). Gradients flow to x, b and log_dt.
     """
     if not available():
         raise RuntimeError(f"cfc_scan='triton': {unavailable_reason()}")
+    if out_dtype not in OUT_DTYPES:
+        raise ValueError(f"fused_cfc_scan: out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
     if x.dim() != 3 or b.shape != x.shape or log_dt.shape != (x.shape[2],):
         raise ValueError(
             f"fused_cfc_scan: x and b must be (B, T, D) and log_dt (D,), got {tuple(x.shape)}, "
@@ -155,7 +169,9 @@ def fused_cfc_scan(x: Tensor, b: Tensor, log_dt: Tensor, reset: Tensor | None) -
                 f"fused_cfc_scan: reset must be (B, T) bool, got {tuple(reset.shape)} {reset.dtype}"
             )
         reset_u8 = reset.contiguous().view(torch.uint8)
-    h, _ = torch.ops.golf.cfc_scan_fwd(x.contiguous(), b.contiguous(), log_dt.float().contiguous(), reset_u8)
+    h, _ = torch.ops.golf.cfc_scan_fwd(
+        x.contiguous(), b.contiguous(), log_dt.float().contiguous(), reset_u8, out_dtype
+    )
     return h
 
 
@@ -178,19 +194,28 @@ class ScanTraffic:
 
 
 def scan_traffic_bytes(
-    B: int, T: int, D: int, *, io_bytes: int = 2, block_t: int = BLOCK_T, block_d: int = BLOCK_D
+    B: int,
+    T: int,
+    D: int,
+    *,
+    io_bytes: int = 2,
+    h_bytes: int | None = None,
+    block_t: int = BLOCK_T,
+    block_d: int = BLOCK_D,
 ) -> ScanTraffic:
     """Bytes the fused scan reads and writes per CfC layer at (B, T, D), forward and backward.
 
     io_bytes: bytes per element of x = W1 x̂, b = W2 x̂ and of their gradients (2 under bf16
-    autocast, 4 in fp32); h and ∂L/∂h are fp32 (4). Forward: read x, b, reset; write h and the
-    chunk checkpoint. Backward: read x, b, reset, the checkpoint and ∂L/∂h; write ∂x, ∂b and the
-    per-sequence ∂log Δt partials. Small terms (log Δt per program) are included.
+    autocast, 4 in fp32). h_bytes: bytes per element of h and ∂L/∂h (the `out_dtype`); None means
+    io_bytes, as the model runs (bf16 h under autocast, fp32 h in fp32). Forward: read x, b, reset;
+    write h and the fp32 chunk checkpoint. Backward: read x, b, reset, the checkpoint and ∂L/∂h;
+    write ∂x, ∂b and the per-sequence ∂log Δt partials. Small terms (log Δt per program) are included.
     """
+    hb = io_bytes if h_bytes is None else h_bytes
     n = B * T * D
     n_chunks = math.ceil(T / block_t)
     ckpt = 4 * B * n_chunks * D
     per_program_dt = 4 * B * math.ceil(D / block_d) * block_d
-    forward = 2 * io_bytes * n + B * T + 4 * n + ckpt + per_program_dt
-    backward = 2 * io_bytes * n + 2 * B * T + ckpt + 4 * n + 2 * io_bytes * n + 4 * B * D + per_program_dt
+    forward = 2 * io_bytes * n + B * T + hb * n + ckpt + per_program_dt
+    backward = 2 * io_bytes * n + 2 * B * T + ckpt + hb * n + 2 * io_bytes * n + 4 * B * D + per_program_dt
     return ScanTraffic(forward_bytes=forward, backward_bytes=backward, tensor_bytes=4 * n)

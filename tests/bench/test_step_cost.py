@@ -178,8 +178,10 @@ def test_exact_refits_are_amortised_over_the_run(step_cost_artifacts: Path) -> N
     assert any(r.component == "τ update" for r in p.rows)
 
 
-def test_scan_standin_op_matches_the_fused_scans_outputs_and_gradient_dtypes() -> None:
-    """The counted stand-in and the real fused scan (interpreted off CUDA): same h and gradient shapes and dtypes."""
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_scan_standin_op_matches_the_fused_scans_outputs_and_gradient_dtypes(out_dtype: torch.dtype) -> None:
+    """The counted stand-in and the real fused scan (interpreted off CUDA): same h and gradient shapes and
+    dtypes, for fp32 h and for the bf16 h the mixer asks for under autocast."""
     pytest.importorskip("triton")
     from golfmodel.bench.fused_standins import standin_cfc_scan
     from golfmodel.model import scan_triton
@@ -191,7 +193,7 @@ def test_scan_standin_op_matches_the_fused_scans_outputs_and_gradient_dtypes() -
     for fn in (standin_cfc_scan, scan_triton.fused_cfc_scan):
         x, b = (torch.randn(2, 9, 8, device=dev, dtype=torch.bfloat16).requires_grad_() for _ in range(2))
         ld = torch.zeros(8, device=dev, requires_grad=True)
-        h = fn(x, b, ld, torch.zeros(2, 9, dtype=torch.bool, device=dev))
+        h = fn(x, b, ld, torch.zeros(2, 9, dtype=torch.bool, device=dev), out_dtype=out_dtype)
         h.sum().backward()
         seen.append((h.shape, h.dtype, x.grad.dtype, b.grad.dtype, ld.grad.shape, ld.grad.dtype))
-    assert seen[0] == seen[1]
+    assert seen[0] == seen[1] and seen[0][1] == out_dtype

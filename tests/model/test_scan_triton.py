@@ -119,6 +119,85 @@ def test_bf16_inputs_keep_fp32_state(small_blocks: None) -> None:
     torch.testing.assert_close(xb.grad.float(), ref[1], rtol=1e-2, atol=1e-2)  # bf16 rounding of ∂x
 
 
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])
+def test_bf16_h_is_the_fp32_h_rounded(small_blocks: None, in_dtype: torch.dtype) -> None:
+    """out_dtype=bf16 stores exactly fused(...).to(bf16): the state stays fp32, only the store rounds."""
+    x, b, log_dt, reset, _ = _inputs(2, 21, 12, seed=7)
+    x, b = x.to(in_dtype), b.to(in_dtype)
+    h32 = scan_triton.fused_cfc_scan(x, b, log_dt, reset)
+    h16 = scan_triton.fused_cfc_scan(x, b, log_dt, reset, out_dtype=torch.bfloat16)
+    assert h16.dtype == torch.bfloat16
+    assert torch.equal(h16.view(torch.int16), h32.to(torch.bfloat16).view(torch.int16))
+
+
+def test_bf16_grad_h_gives_the_cast_paths_gradients(small_blocks: None) -> None:
+    """With bf16 h, ∂L/∂h arrives in bf16: the gradients equal those through fp32 h + a cast, bit for
+    bit, and the token loop's within bf16 tolerance."""
+    x, b, log_dt, reset, gh = _inputs(2, 13, 9, seed=8)
+    xb, bb, ghb = x.bfloat16(), b.bfloat16(), gh.bfloat16()
+    direct = _grads(
+        lambda *a: scan_triton.fused_cfc_scan(*a, out_dtype=torch.bfloat16), xb, bb, log_dt, reset, ghb
+    )
+    cast = _grads(lambda *a: scan_triton.fused_cfc_scan(*a).to(torch.bfloat16), xb, bb, log_dt, reset, ghb)
+    for name, d, c in zip(("h", "dx", "db", "dlog_dt"), direct, cast, strict=True):
+        assert d.dtype == c.dtype and torch.equal(d, c), name
+    ref = _grads(_reference, xb.float(), bb.float(), log_dt, reset, ghb.float())
+    torch.testing.assert_close(direct[0].float(), ref[0], rtol=1e-2, atol=1e-2)  # h rounded to bf16
+    for name, d, r in zip(("dx", "db", "dlog_dt"), direct[1:], ref[1:], strict=True):
+        torch.testing.assert_close(d.float(), r, rtol=1e-2, atol=1e-2, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_fake_impl_returns_h_in_out_dtype() -> None:
+    """Traced with fake tensors, the forward op gives h in out_dtype (ckpt fp32) and the backward ∂x, ∂b in x's dtype."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(2, 40, 8, dtype=torch.bfloat16)
+        reset = torch.zeros(2, 40, dtype=torch.uint8)
+        log_dt = torch.empty(8)
+        h, ckpt = torch.ops.golf.cfc_scan_fwd(x, x, log_dt, reset, torch.bfloat16)
+        dx, db, dld = torch.ops.golf.cfc_scan_bwd(x, x, log_dt, reset, ckpt, h)
+    assert (h.dtype, h.shape) == (torch.bfloat16, (2, 40, 8))
+    assert ckpt.dtype == torch.float32 and ckpt.shape == (2, math.ceil(40 / scan_triton.BLOCK_T), 8)
+    assert (dx.dtype, db.dtype, dld.dtype, dld.shape) == (torch.bfloat16, torch.bfloat16, torch.float32, (8,))
+
+
+def test_out_dtype_must_be_a_float_dtype() -> None:
+    """A non-float out_dtype is refused before any launch, with an error naming out_dtype."""
+    x, b, log_dt, reset, _ = _inputs(1, 4, 2)
+    with pytest.raises(ValueError, match="out_dtype"):
+        scan_triton.fused_cfc_scan(x, b, log_dt, reset, out_dtype=torch.int32)
+
+
+def test_mixer_under_autocast_equals_the_cast_path(
+    small_blocks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under bf16 autocast the mixer's bf16 h gives the output and gradients of fp32 h cast at W_out."""
+    torch.manual_seed(0)
+    mixer = CfCMixer(12, chunk=4, scan="triton").to(DEVICE)
+    with torch.no_grad():
+        mixer.w_out.weight.normal_(std=0.3)
+    x, _, _, reset, _ = _inputs(2, 10, 12, seed=9)
+    asked, fused = [], scan_triton.fused_cfc_scan
+    monkeypatch.setattr(
+        scan_triton,
+        "fused_cfc_scan",
+        lambda *a, out_dtype: asked.append(out_dtype) or fused(*a, out_dtype=out_dtype),
+    )
+    outs = []
+    for old in (False, True):
+        if old:  # the fp32 h of before, which W_out's autocast cast rounded
+            monkeypatch.setattr(CfCMixer, "_h_dtype", lambda self, x: x.dtype)
+        mixer.zero_grad(set_to_none=True)
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            y = mixer(x, reset)
+        (y.float() ** 2).sum().backward()
+        outs.append((y.detach(), mixer.w1.weight.grad, mixer.w2.weight.grad, mixer.log_dt.grad))
+    assert asked == [torch.bfloat16, torch.float32]  # bf16 h now, fp32 h + autocast's cast before
+    for new, old in zip(*outs, strict=True):
+        assert new.dtype == old.dtype and torch.equal(new, old)
+
+
 def test_mixer_triton_scan_equals_torch_scan(small_blocks: None) -> None:
     """CfCMixer with scan='triton' gives the chunked torch scan's output and weight gradients."""
     torch.manual_seed(0)
@@ -137,8 +216,10 @@ def test_mixer_triton_scan_equals_torch_scan(small_blocks: None) -> None:
         torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-5)
 
 
-def test_compiled_fullgraph_matches_eager(small_blocks: None) -> None:
-    """torch.compile(fullgraph=True) traces the fused mixer without a graph break, same output."""
+@pytest.mark.parametrize("autocast", [False, True])
+def test_compiled_fullgraph_matches_eager(small_blocks: None, autocast: bool) -> None:
+    """torch.compile(fullgraph=True) traces the fused mixer without a graph break, same output (and
+    under bf16 autocast, where the mixer asks for the autocast dtype)."""
     torch.manual_seed(0)
     mixer = CfCMixer(8, chunk=4, scan="triton").to(DEVICE)
     with torch.no_grad():
@@ -147,7 +228,10 @@ def test_compiled_fullgraph_matches_eager(small_blocks: None) -> None:
     backend = "inductor" if DEVICE.type == "cuda" else "eager"  # the interpreter's kernels trace only eagerly
     torch._dynamo.reset()
     compiled = torch.compile(mixer, backend=backend, fullgraph=True)
-    torch.testing.assert_close(compiled(x, reset), mixer(x, reset), rtol=1e-5, atol=1e-6)
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=autocast):
+        got, want = compiled(x, reset), mixer(x, reset)
+    assert got.dtype == (torch.bfloat16 if autocast else torch.float32)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_auto_picks_triton_on_cuda_only() -> None:
@@ -226,12 +310,21 @@ def test_cpu_tensors_without_interpreter_raise(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_traffic_is_within_the_contract() -> None:
-    """At the h100x8 per-rank shape the fused scan moves ~5 fp32 passes (bf16 I/O) and ≤ 10 in fp32."""
+    """At the h100x8 per-rank shape the fused scan moves ~4 fp32 passes (bf16 I/O and h) and ≤ 10 in fp32."""
     bf16 = scan_triton.scan_traffic_bytes(64, 1024, 576, io_bytes=2)
     fp32 = scan_triton.scan_traffic_bytes(64, 1024, 576, io_bytes=4)
     n = 64 * 1024 * 576
-    assert bf16.forward_bytes >= (2 * 2 + 4) * n and bf16.backward_bytes >= (4 * 2 + 4) * n
-    assert 5.0 <= bf16.fp32_passes < 5.2 and 8.0 <= fp32.fp32_passes < 8.3
+    assert bf16.forward_bytes >= (2 * 2 + 2) * n and bf16.backward_bytes >= (4 * 2 + 2) * n
+    assert 4.0 <= bf16.fp32_passes < 4.2 and 8.0 <= fp32.fp32_passes < 8.3
+
+
+def test_traffic_counts_h_in_its_own_dtype() -> None:
+    """h_bytes=4 (fp32 h after bf16 inputs) adds 2 bytes per element forward (h) and backward (∂L/∂h)."""
+    bf16_h = scan_triton.scan_traffic_bytes(64, 1024, 576, io_bytes=2)
+    fp32_h = scan_triton.scan_traffic_bytes(64, 1024, 576, io_bytes=2, h_bytes=4)
+    n = 64 * 1024 * 576
+    assert fp32_h.forward_bytes - bf16_h.forward_bytes == 2 * n
+    assert fp32_h.backward_bytes - bf16_h.backward_bytes == 2 * n
 
 
 def test_self_check_passes_at_toy_size(small_blocks: None) -> None:
@@ -239,6 +332,7 @@ def test_self_check_passes_at_toy_size(small_blocks: None) -> None:
     report = self_check(1, 12, 4, device=DEVICE, repeats=1)
     assert report["ok"] is True
     assert report["max_abs_err_h"] < 1e-5 and report["max_abs_err_dlog_dt"] < 1e-4
+    assert report["max_abs_err_h_bf16"] == 0.0  # the bf16 store rounds as torch's cast
     assert report["fused_fwd_bwd_ms"] > 0 and report["shape"] == [1, 12, 4]
 
 
@@ -266,8 +360,8 @@ if identify_accessed_tensors is not None:
     bf, f32, u8 = (lambda *s, dt=dt: torch.empty(*s, dtype=dt) for dt in (torch.bfloat16, torch.float32, torch.uint8))
     common = dict(x_ptr=bf(B, T, D), b_ptr=bf(B, T, D), logdt_ptr=f32(D), reset_ptr=u8(B, T), ckpt_ptr=f32(B, 2, D),
                   T=T, D=D, BLOCK_T=32, BLOCK_D=32)
-    for name, fn, out in (("forward", k.cfc_scan_fwd_kernel, dict(h_ptr=f32(B, T, D))),
-                          ("backward", k.cfc_scan_bwd_kernel, dict(gh_ptr=f32(B, T, D), dx_ptr=bf(B, T, D),
+    for name, fn, out in (("forward", k.cfc_scan_fwd_kernel, dict(h_ptr=bf(B, T, D))),
+                          ("backward", k.cfc_scan_bwd_kernel, dict(gh_ptr=bf(B, T, D), dx_ptr=bf(B, T, D),
                                                                    db_ptr=bf(B, T, D), dlogdt_ptr=f32(B, D)))):
         acc = identify_accessed_tensors(fn, {**common, **out}, {})
         report[name]["writes"] = sorted(d.name for d in acc.read_writes.writes)
