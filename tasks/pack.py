@@ -13,7 +13,7 @@ from golf.tasks.cache import StageRecord, StageResult, sha256_json
 from golf.tasks.common import cached_stage
 from golf.tasks.stages import needed_stages, stage_config
 
-ARTIFACT = {"q2-geode": "model.q2bn", "gpt-int8": "model.int8.ptz"}
+ARTIFACT = {"q2bn": "model.q2bn", "int8zlib": "model.int8.ptz"}  # by the plan's export container
 
 
 def artifact_settings_hash(settings: Settings) -> str:
@@ -32,11 +32,11 @@ def pack_artifact(settings: Settings, recalibrate: StageRecord, work: Path) -> S
     from golfmodel.train.checkpoint import load_final
 
     model, _ = load_final(recalibrate.path(recalibrate.values["final"]))
-    arm = model.config.arm
+    arm, export = model.config.arm, model.config.quant_plan.export
     tokenizer = {"id": recalibrate.values["tokenizer"], "vocab_size": model.config.vocab_size}
     meta = {"tokenizer": tokenizer, "settings_hash": artifact_settings_hash(settings)}
-    path = work / ARTIFACT[arm]
-    if arm == "gpt-int8":
+    path = work / ARTIFACT[export]
+    if export == "int8zlib":
         res = pack_int8zlib(model, path, meta=meta)
     else:
         res = pack_model(model, path, meta=meta, linear_kind=settings.pack.linear_kind)
