@@ -58,7 +58,7 @@ def allocated_model(settings: Settings, tokenise: StageRecord, prior: Path | Non
     base = model_config(settings, vocab, code_bytes=code, bigram_logprior=prior)
     probe = probe_config(settings)
     tokens = load_train_tokens(tokenise.paths("train_shards"), vocab, probe_tokens_needed(probe))
-    table = run_probe(base, tokens, probe)
+    table = run_probe(base, tokens, probe, bigram_logprior=prior)
     log.info("q2-mixed probe (training tokens only):\n%s", format_table(table))
     budget = None if settings.model.solve else parts_budget(settings, base, table)
     alloc = allocate(table, budget_bytes=budget, export=base.quant_plan.export)

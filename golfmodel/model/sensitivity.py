@@ -51,7 +51,7 @@ class ProbeConfig:
     steps: int = 60
     batch_seqs: int = 16
     seq_len: int = 128
-    lr: float = 3e-3
+    lr: float = 1e-2
     eval_seqs: int = 32  # held-out training sequences (the last tokens of the training stream)
     seed: int = 0
     candidates: tuple[str, ...] = ("q2", "int4", "int8")  # spec labels (QuantSpec.parse)
@@ -160,12 +160,19 @@ def _loss(model: nn.Module, held: torch.Tensor) -> float:
     return total / (held.shape[0] * (held.shape[1] - 1))
 
 
-def train_twin(cfg: ModelConfig, train: torch.Tensor, probe: ProbeConfig) -> nn.Module:
-    """The fp32 twin of `cfg` after `probe.steps` AdamW steps on random windows of `train`."""
+def train_twin(
+    cfg: ModelConfig, train: torch.Tensor, probe: ProbeConfig, bigram_logprior: Any = None
+) -> nn.Module:
+    """The fp32 twin of `cfg` after `probe.steps` AdamW steps on random windows of `train`.
+
+    bigram_logprior: the (V, V) table a bigram_prior model adds to its logits (as the trainer sets it).
+    """
     from golfmodel.model import build_model
 
     torch.manual_seed(probe.seed)
     model = build_model(cfg)
+    if cfg.bigram_prior and bigram_logprior is not None:
+        model.set_bigram_logprior(torch.as_tensor(np.asarray(bigram_logprior), dtype=torch.float32))
     opt = torch.optim.AdamW(model.parameters(), lr=probe.lr, betas=(0.9, 0.95), weight_decay=0.0)
     g = torch.Generator().manual_seed(probe.seed)
     n = probe.seq_len + 1
@@ -213,10 +220,22 @@ def _bytes_at(cfg: ModelConfig) -> int:
 
 
 def run_probe(
-    cfg: ModelConfig, train_tokens: np.ndarray, probe: ProbeConfig = ProbeConfig()
+    cfg: ModelConfig,
+    train_tokens: np.ndarray,
+    probe: ProbeConfig = ProbeConfig(),
+    *,
+    bigram_logprior: Any = None,
 ) -> SensitivityTable:
-    """Train the fp32 twin of `cfg` briefly and measure Δ loss of every part × candidate spec (see module doc)."""
+    """Train the fp32 twin of `cfg` briefly and measure Δ loss of every part × candidate spec (see module doc).
+
+    bigram_logprior: the bigram stage's (V, V) table (array or file) when `cfg.bigram_prior`.
+    """
     from golfmodel.quant.kinds import kind_for
+
+    if cfg.bigram_prior and isinstance(bigram_logprior, str | Path):
+        from golfmodel.data.bigram import load_logprior
+
+        bigram_logprior = load_logprior(bigram_logprior)
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
@@ -224,7 +243,7 @@ def run_probe(
     try:
         train, held = _batches(train_tokens, probe)
         twin = _twin(cfg)
-        model = train_twin(twin, train, probe)
+        model = train_twin(twin, train, probe, bigram_logprior)
         base = _loss(model, held)
         rows = []
         specs = [(label, QuantSpec.parse(label)) for label in probe.candidates]
@@ -255,7 +274,7 @@ def run_probe(
         if probe.width_frac > 0:
             narrow_d = _narrower(cfg.d_model, probe.width_frac)
             if narrow_d is not None:
-                narrow = train_twin(_twin(cfg, narrow_d), train, probe)
+                narrow = train_twin(_twin(cfg, narrow_d), train, probe, bigram_logprior)
                 narrow_loss = _loss(narrow, held)
                 db = _bytes_at(cfg) - _bytes_at(_twin(cfg, narrow_d))
                 gain = max(0.0, narrow_loss - base) / db if db > 0 else 0.0
@@ -263,7 +282,7 @@ def run_probe(
         torch.set_num_threads(threads)
     return SensitivityTable(
         config=twin.to_dict() | {"plan": None},
-        probe=dataclasses.asdict(probe),
+        probe=dataclasses.asdict(probe) | {"candidates": list(probe.candidates)},
         base_loss=base,
         narrow_loss=narrow_loss,
         narrow_d_model=narrow_d,
