@@ -29,7 +29,10 @@ Packer = Callable[[nn.Module, Path], int]  # (model, path) -> compressed bytes w
 
 @dataclass(frozen=True)
 class Estimate:
-    """Parameter count, uncompressed artifact bytes and payload bytes per storage kind of a config."""
+    """Parameter count, uncompressed artifact bytes and payload bytes per storage kind of a config.
+
+    The bigram log-prior is booked as "bigram" (its own compression ratio), every other tensor by its label.
+    """
 
     params: int
     raw_bytes: int  # payload + record headers + container
@@ -47,7 +50,8 @@ def estimate(cfg: ModelConfig, *, int8_config: Any = None) -> Estimate:
     breakdown: dict[str, int] = {}
     raw = CONTAINER_BYTES[cfg.quant_plan.export]
     for row in param_report(model, int8_config=int8_config):
-        breakdown[row.kind] = breakdown.get(row.kind, 0) + row.bytes
+        key = "bigram" if row.name.endswith("bigram_logprior") else row.kind  # trained_ratio.BIGRAM_KEY
+        breakdown[key] = breakdown.get(key, 0) + row.bytes
         raw += row.bytes + 12 + len(row.name) + 4 * len(row.shape) + (2 if row.kind == "alias" else 0)
     return Estimate(params, raw, breakdown)
 
@@ -139,3 +143,34 @@ def measure(
     model = random_model(cfg, seed, bigram_logprior)
     with tempfile.TemporaryDirectory(prefix="golf-budget-") as tmp:
         return int(pack(model, Path(tmp) / "probe.bin"))
+
+
+def part_breakdown(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """The plan as stored: one row per (family, depth) with its spec label(s), numel and payload bytes.
+
+    Built on the meta device (shapes only); aliases (the tied head) are left out. This is what the
+    report shows as "spec per family × depth, bytes per part".
+    """
+    from golfmodel.quant.assign import is_scale_of_qlinear, owners, slot_for
+    from golfmodel.quant.kinds import kind_for
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    plan, own, seen = cfg.quant_plan, owners(model), set()
+    rows: dict[tuple[str, Any], dict[str, Any]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if is_scale_of_qlinear(name, own[name]) or id(t) in seen:
+            continue
+        seen.add(id(t))
+        slot = slot_for(name, tuple(t.shape), own[name], plan)
+        kind = kind_for(slot.spec)
+        row = rows.setdefault(
+            (slot.family, slot.depth),
+            {"family": slot.family, "depth": slot.depth, "specs": [], "numel": 0, "payload_bytes": 0},
+        )
+        label = kind.label(tuple(t.shape))
+        if label not in row["specs"]:
+            row["specs"].append(label)
+        row["numel"] += t.numel()
+        row["payload_bytes"] += kind.stored_bytes(tuple(t.shape))
+    return list(rows.values())

@@ -54,7 +54,7 @@ class ProbeConfig:
     lr: float = 1e-2
     eval_seqs: int = 32  # held-out training sequences (the last tokens of the training stream)
     seed: int = 0
-    candidates: tuple[str, ...] = ("q2", "int4", "int8")  # spec labels (QuantSpec.parse)
+    candidates: tuple[str, ...] = ("q2", "int8")  # spec labels; Q2BN v1 packs these two (v2: add int4, ...)
     width_frac: float = 0.75  # the narrower twin for the width trade-off (0: skip it)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,9 @@ compressor (Q2BN: zstd-22; the baseline: zlib-9 of the quantised tensors' bytes)
 trained shadow weights) — a proxy for weights trained under that kind, labelled as such in the
 provenance. `container` corrects for what per-group compression misses (the whole-file pack,
 framing): real packed bytes / the prediction, on the measured model. Unmeasured kinds fall back
-to 1.0 (never under-predicts). Regenerate with `golf model ratio --checkpoint final.pt ...`
+to 1.0 (never under-predicts). The bigram log-prior table has an entry of its own, "bigram": it
+is smooth and packs to ~0.16 of its int8 payload (on the sample's sp1024 table), which would
+otherwise pass for the ratio of trained int8 rows; `probe.estimate` books it under that key. Regenerate with `golf model ratio --checkpoint final.pt ...`
 (the command that produced the shipped file is in its `provenance`).
 """
 
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 DEFAULT_PATH = Path(__file__).with_name("trained_ratio.json")
+BIGRAM_KEY = "bigram"  # the bigram table's own entry (see the module doc); probe.estimate uses the same key
 FALLBACK_RATIO = 1.0  # an unmeasured kind: assume it does not compress (the size check stays the final word)
 
 
@@ -96,7 +99,7 @@ def _zlib(data: bytes) -> int:
 
 def _q2bn_groups(model: nn.Module, extra: Sequence[Any]) -> dict[str, bytearray]:
     """label → concatenated payloads: the model's own records, plus its block matrices as each extra spec."""
-    from golfmodel.quant.assign import is_scale_of_qlinear, owners, slot_for
+    from golfmodel.quant.assign import BIGRAM_BUFFER, is_scale_of_qlinear, owners, slot_for
     from golfmodel.quant.kinds import kind_for
     from golfmodel.quant.plan import MATRIX_FAMILIES
     from golfmodel.quant.qlinear import QLinear
@@ -114,6 +117,9 @@ def _q2bn_groups(model: nn.Module, extra: Sequence[Any]) -> dict[str, bytearray]
         slot = slot_for(name, tuple(t.shape), module, plan)
         kind = kind_for(slot.spec)
         w = t.detach().float()
+        if name.endswith(BIGRAM_BUFFER):  # its own entry: the smooth table's ratio is not an int8 row's
+            groups.setdefault(BIGRAM_KEY, bytearray()).extend(kind.encode(w, kind.fit_scale(w), name))
+            continue
         if slot.family in MATRIX_FAMILIES:
             matrices.append(w)
         scale = module.stored_scale() if isinstance(module, QLinear) and name.endswith("weight") else None
