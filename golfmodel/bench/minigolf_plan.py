@@ -280,6 +280,7 @@ def mixed_plan_for(
         probe_tokens_needed,
         run_probe,
     )
+    from golfmodel.model.trained_ratio import load_ratios
     from golfmodel.quant.plan import plan_from_table
 
     kw: dict[str, Any] = {"seq_len": min(128, cfg.seq_len), "seed": cfg.first_seed}
@@ -299,8 +300,9 @@ def mixed_plan_for(
     cfg_model = ModelConfig.from_dict(model)
     tokens = load_train_tokens(list(data.train_shards), data.vocab_size, probe_tokens_needed(probe))
     prior = data.bigram_logprior if cfg_model.bigram_prior else None
-    table = run_probe(cfg_model, tokens, probe, bigram_logprior=prior)
-    alloc = allocate(table, export=cfg_model.quant_plan.export)
+    ratios = load_ratios(budget_bytes=cfg.budget_bytes)
+    table = run_probe(cfg_model, tokens, probe, bigram_logprior=prior, ratios=ratios)
+    alloc = allocate(table, export=cfg_model.quant_plan.export, ratios=ratios)
     print(format_table(table) + "\n" + format_allocation(alloc), flush=True)
     atomic_write_json(path, {"sensitivity": table.to_dict(), "allocation": alloc.to_dict()})
     return alloc.plan
