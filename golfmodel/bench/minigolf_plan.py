@@ -55,9 +55,10 @@ def solve_shape(
     plan: a quantisation plan (name or table) for the arm's architecture instead of its default.
     """
     from golfmodel.model import budget
-    from golfmodel.quant.plan import arm_arch
+    from golfmodel.quant.plan import arm_arch, parse_arm
 
-    keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
+    baseline_export = parse_arm(arm, plan)[1].export == "int8zlib"  # the baseline's float rules apply
+    keep = cfg.int8_keep_float_numel if baseline_export else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
