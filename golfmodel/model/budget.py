@@ -81,7 +81,7 @@ class Plan:
     fill: float  # (artifact_bytes + code_bytes) / budget_bytes
     estimate_bytes: int  # uncompressed artifact (exact payloads + headers)
     confirmed: bool  # packed_init_bytes measured with the real packer
-    trained_ratio: float  # artifact_bytes / estimate_bytes (from the per-kind measured ratios)
+    trained_ratio: float = 1.0  # artifact_bytes / estimate_bytes (from the per-kind measured ratios)
     packed_init_bytes: int | None = None  # the real packer on a randomly initialised model
     margin_frac: float = DEFAULT_MARGIN_FRAC
     ratio_source: str = ""  # provenance of the trained ratios
