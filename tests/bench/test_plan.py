@@ -98,4 +98,10 @@ def test_quant_plan_override_is_a_plan_name_checked_at_parse_time() -> None:
     with pytest.raises(ValueError, match="quant.plan must be one of"):
         mg.parse_ablation("quant.plan=int5")
     with pytest.raises(ValueError, match="quant overrides must be among"):
-        mg.parse_ablation("quant.tau_method=std")
+        mg.parse_ablation("quant.calib_batches=8")
+
+
+def test_settings_quant_fields_reach_the_trainer_and_recalibration() -> None:
+    """quant.tau_method / quant.recalibrate mean what the pipeline's settings of those names mean."""
+    ab = mg.parse_ablation("quant.tau_method=std+quant.recalibrate=off")
+    assert ab.qat == {"tau_method": "std"} and ab.recalibrate == "off" and ab.quant == {}
