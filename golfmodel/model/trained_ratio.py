@@ -214,7 +214,12 @@ def write_ratios(
         "containers": {},
         "provenance": {"command": command, "measured": []},
     }
-    for export, ratios, container, what in measured:  # several checkpoints: the largest ratio (never under-predicts)
+    for (
+        export,
+        ratios,
+        container,
+        what,
+    ) in measured:  # several checkpoints: the largest ratio (never under-predicts)
         table = data["ratios"].setdefault(export, {})
         for k, v in ratios.items():
             table[k] = max(table.get(k, 0.0), round(v, 6))
