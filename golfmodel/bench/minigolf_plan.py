@@ -20,6 +20,7 @@ from golfmodel.bench.minigolf_arm import (
 )
 from golfmodel.bench.minigolf_config import BASELINE_KEEP_FLOAT, Ablation, BenchConfig, parse_ablation
 from golfmodel.bench.minigolf_data import BenchData
+from golfmodel.bench.minigolf_mixed import mixed_plan_for
 
 # --- planning -----------------------------------------------------------------------------------------
 
@@ -46,19 +47,24 @@ def solve_shape(
     bigram_prior: bool = False,
     bigram_table: str | None = None,
     sub_norm: bool = False,
+    plan: str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source).
 
     bigram_table: the bench's real bigram log-prior (.npz, named by the data hash); with
     bigram_prior the solver packs it instead of a random table, so the shape fills the budget.
+    plan: a quantisation plan (name or table) for the arm's architecture instead of its default.
     """
     from golfmodel.model import budget
+    from golfmodel.quant.plan import arm_arch, parse_arm
 
-    keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
+    arch_arm = arm if plan is None else arm_arch(arm)  # an alias arm name fixes its own plan
+    baseline_export = parse_arm(arch_arm, plan)[1].export == "int8zlib"  # the baseline's float rules apply
+    keep = cfg.int8_keep_float_numel if baseline_export else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
-         "src": source_hash()}
+         "plan": plan, "src": source_hash()}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
@@ -67,7 +73,9 @@ def solve_shape(
             "sub_norm": sub_norm,
             "bigram_logprior": bigram_table,
         }
-        if arm == "q2-geode":
+        if plan is not None:
+            kw["plan"], arm = plan, arch_arm
+        if keep is None:
             kw["pattern"] = pattern
         elif keep != BASELINE_KEEP_FLOAT:
             kw.update(_int8_solver_options(keep))  # type: ignore[arg-type]
@@ -226,7 +234,19 @@ def plan_arms(
         for name in cfg.ablations:
             ab = parse_ablation(name)
             model, params, solver = q2_model, p_q2, q2
-            if ab.model:
+            if ab.quant.get("plan") is not None:
+                qplan = ab.quant["plan"]
+                if qplan == "q2-mixed":
+                    qplan = mixed_plan_for(q2_model, ab, cfg, data, out_dir).to_dict()
+                solver = solve_shape(
+                    "q2-geode", data.vocab_size, cfg, solver_cache, plan=qplan,
+                    pattern=ab.model.get("pattern", "GCCC"),
+                    bigram_prior=ab.model.get("bigram_prior", False), bigram_table=data.bigram_logprior,
+                    sub_norm=ab.model.get("sub_norm", False),
+                )  # fmt: skip
+                model = _model_config(solver, cfg)
+                params = _param_count(model)
+            elif ab.model:
                 solver = solve_shape(
                     "q2-geode",
                     data.vocab_size,

@@ -34,7 +34,9 @@ from typing import Any
 
 from golfmodel.atomic import atomic_write, atomic_write_text
 from golfmodel.export.bundle import DEFAULT_STYLE, Style, write_script
-from golfmodel.export.runner import ARTIFACT_NAMES, submission_config
+from golfmodel.export.runner import artifact_name as artifact_file_name
+from golfmodel.export.runner import submission_config
+from golfmodel.quant.plan import arm_arch
 
 SUBMISSION_FIELDS = (
     "author",
@@ -155,7 +157,7 @@ def readme(
     shape = (
         f"{m['depth']} Geode groups × `{m['pattern']}` (G = GQA, C = CfC), d={m['d_model']}, "
         f"{m['n_heads']} heads / {m['n_kv_heads']} KV, SwiGLU ×{m['mlp_mult']:.3g}"
-        if m["arm"] == "q2-geode"
+        if arm_arch(m["arm"]) == "geode"
         else f"{m['depth']} layers, d={m['d_model']}, {m['n_heads']} heads / {m['n_kv_heads']} KV, relu² ×{m['mlp_mult']:g}"
     )
     stride = val.get("stride")
@@ -181,7 +183,7 @@ def readme(
         "",
         f"- Model (`{m['arm']}`): {shape}; vocabulary {m['vocab_size']}, tied embedding, logit soft-cap "
         f"{m.get('logit_softcap', 30)}{', bigram log-prior in the logits' if m.get('bigram_prior') else ''}.",
-        Q2_METHOD if m["arm"] == "q2-geode" else INT8_METHOD,
+        Q2_METHOD if arm_arch(m["arm"]) == "geode" else INT8_METHOD,
         "- Training: three phases on the progress p = max(time, step fraction): full precision, then QAT switched on "
         "Geode group by group (deepest first), then everything quantised with warm-down and weight averaging; "
         "Muon on block matrices, AdamW elsewhere; τ re-fitted after training (recalibration stage).",
@@ -261,9 +263,8 @@ def export_run(
         raise ExportError(f"{run / 'report.json'}: validation lacks 'loss'")
     pack_dir, pack_rec = _stage_dir(run, "pack")
     train_dir, _ = _stage_dir(run, "train")
-    arm = job["model"]["arm"]
     artifact_src = pack_dir / pack_rec.get("values", {}).get("artifact", "")
-    artifact_name = ARTIFACT_NAMES[arm]
+    artifact_name = artifact_file_name(job["model"])
 
     out.mkdir(parents=True, exist_ok=True)
     script = write_script(out / "train_gpt.py", cfg, style=style)
@@ -292,7 +293,7 @@ def export_run(
         or (
             f"{m['arm']}: 2-bit Q² QAT hybrid (GQA + CfC) LM, {m['d_model']}-wide, {m['depth']} Geode groups, "
             f"vocab {m['vocab_size']}; Q2BN + zstd-22 artifact; score from the reloaded artifact."
-            if arm == "q2-geode"
+            if arm_arch(m["arm"]) == "geode"
             else f"gpt-int8 baseline shape, {m['depth']}x{m['d_model']}; int8 + zlib artifact."
         ),
         "date": date or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -30,14 +30,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from golfmodel.quant.plan import ARM_ALIASES, EXPORT_SUFFIX, named_plan
+from golfmodel.quant.plan import EXPORT_SUFFIX
 
 CONFIG_FORMAT = 1
 JOB_SECTIONS = ("model", "train", "optim", "schedule", "qat", "averaging")
 ARTIFACT_STEM = "final_model"  # + the plan's container suffix: final_model.q2bn / final_model.int8.ptz
-ARTIFACT_NAMES = {  # by old arm name, for the submission records
-    arm: ARTIFACT_STEM + EXPORT_SUFFIX[named_plan(plan).export] for arm, (_, plan) in ARM_ALIASES.items()
-}
+
+
+def artifact_name(model: Any) -> str:
+    """The artifact's file name in the records folder: by the plan's container (final_model.q2bn / .int8.ptz).
+
+    `model` is a ModelConfig or its dict (a RUN.json's `model` section)."""
+    from golfmodel.model.config import ModelConfig
+
+    cfg = model if isinstance(model, ModelConfig) else ModelConfig.from_dict(model)
+    return ARTIFACT_STEM + EXPORT_SUFFIX[cfg.quant_plan.export]
 
 
 def submission_config(
@@ -208,7 +215,7 @@ def run(
 
 
 def _artifact_path(job: Any) -> Path:
-    return Path(job.out_dir) / (ARTIFACT_STEM + EXPORT_SUFFIX[job.model.quant_plan.export])
+    return Path(job.out_dir) / artifact_name(job.model)
 
 
 def _package(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> dict[str, Any]:

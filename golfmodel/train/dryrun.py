@@ -123,7 +123,7 @@ def _activation_bytes_per_token(job: TrainJob) -> float:
     """Rough saved-activation bytes per token for one forward+backward (bf16 autocast)."""
     cfg = job.model
     d, h, V = cfg.d_model, cfg.mlp_hidden, cfg.vocab_size
-    letters = cfg.pattern * cfg.depth if cfg.arm == "q2-geode" else "G" * cfg.depth
+    letters = cfg.pattern * cfg.depth if cfg.arch == "geode" else "G" * cfg.depth
     per = 0.0
     for k in letters:
         per += 2 * (4 * d + 3 * h)  # norms, residual inputs, MLP in/gate/up/act (bf16)
