@@ -23,19 +23,49 @@ if TYPE_CHECKING:
     from golfmodel.train.config import TrainJob
 
 
+def model_arm(settings: Settings, plan: Any = None) -> tuple[str, Any]:
+    """(ModelConfig.arm, ModelConfig.plan) for `model.arch` + `quant.plan` (or an allocated `plan`).
+
+    The arch's default plan keeps its alias arm name (geode + q2 = "q2-geode", gpt + int8 =
+    "gpt-int8", looked up in the plan table's ARM_ALIASES) and no plan, so its config dict,
+    hashes and caches are what they were before plans existed.
+    """
+    from golfmodel.quant.plan import ARM_ALIASES, default_plan_name
+
+    arch = settings.model.arch
+    plan = settings.quant.plan if plan is None else plan
+    name = plan if isinstance(plan, str) else None
+    if plan is None or name == default_plan_name(arch):
+        alias = [a for a, pair in ARM_ALIASES.items() if pair == (arch, default_plan_name(arch))]
+        return (alias[0] if alias else arch), None
+    return arch, plan
+
+
 def model_config(
-    settings: Settings, vocab_size: int, *, code_bytes: int = 0, bigram_logprior: str | Path | None = None
+    settings: Settings,
+    vocab_size: int,
+    *,
+    code_bytes: int = 0,
+    bigram_logprior: str | Path | None = None,
+    plan: Any = None,
 ) -> ModelConfig:
     """The model shape; with `model.solve`, the width comes from the budget solver.
 
     code_bytes: the shipped code, counted against the budget; bigram_logprior: the bigram stage's
     table, packed by the solver instead of a random one when the model carries the prior.
+    plan: a QuantPlan that replaces `quant.plan` (the allocator's q2-mixed choice); with
+    `quant.plan = "q2-mixed"` and no `plan`, the shape is the arch's default plan's (the probe's shape).
     """
     from golfmodel.model.config import ModelConfig
 
     m = settings.model
+    if plan is None and settings.quant.allocated:
+        arm, cfg_plan = model_arm_default(settings)
+    else:
+        arm, cfg_plan = model_arm(settings, plan)
     cfg = ModelConfig(
-        arm=m.arm,
+        arm=arm,
+        plan=cfg_plan,
         vocab_size=vocab_size,
         d_model=m.d_model,
         depth=m.depth,
@@ -71,6 +101,8 @@ def solve_model(
         base.arm,
         base.vocab_size,
         settings.pack.budget_bytes,
+        plan=base.plan,
+        margin_frac=settings.pack.margin_frac,
         groups=base.depth,
         pattern=base.pattern,
         bigram_prior=base.bigram_prior,
@@ -81,6 +113,26 @@ def solve_model(
     )
     keep = ("rope_base", "logit_softcap", "cfc_chunk", "cfc_scan", "max_seq_len")
     return dataclasses.replace(plan.config, **{k: getattr(base, k) for k in keep})
+
+
+def model_arm_default(settings: Settings) -> tuple[str, Any]:
+    """(arm, plan) of the arch's default plan: the shape an allocated plan's probe runs at."""
+    from golfmodel.quant.plan import default_plan_name
+
+    return model_arm(settings, default_plan_name(settings.model.arch))
+
+
+def probe_config(settings: Settings, seq_len: int | None = None) -> Any:
+    """The q2-mixed sensitivity probe's config (`golfmodel.model.sensitivity.ProbeConfig`)."""
+    from golfmodel.model.sensitivity import ProbeConfig
+
+    q = settings.quant
+    return ProbeConfig(
+        steps=q.probe_steps,
+        seq_len=min(seq_len or settings.train.seq_len, settings.train.seq_len),
+        seed=settings.train.seed,
+        candidates=tuple(q.mixed_candidates),
+    )
 
 
 def threads_per_process(settings: Settings) -> int:

@@ -12,9 +12,11 @@ Field paths that scripts outside the code rely on are stable: `data.mirror`, `da
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from golfmodel.quant.plan import ALLOCATED_PLANS, QuantPlan, plan_names  # plain Python: no torch
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -109,8 +111,10 @@ class ModelSettings(BaseModel):
 
     model_config = _STRICT
 
-    arm: Literal["q2-geode", "gpt-int8"] = Field(
-        "q2-geode", description="q2-geode (the product) or gpt-int8 (reference)."
+    arch: Literal["geode", "gpt"] = Field(
+        "geode",
+        description="Architecture: geode ([GQA, CfC, CfC, CfC] x G, the product) or gpt (the naive "
+        "baseline's). An arm is arch + quant.plan (q2-geode = geode + q2, gpt-int8 = gpt + int8).",
     )
     d_model: int = Field(256, ge=16, le=8192, multiple_of=16, description="Width (step 16).")
     depth: int = Field(1, ge=1, le=64, description="Geode groups for q2-geode, layers for gpt-int8.")
@@ -147,16 +151,32 @@ class ModelSettings(BaseModel):
             raise ValueError("model.d_model/model.n_heads (head_dim) must be even for RoPE")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"model.n_kv_heads={self.n_kv_heads} must divide model.n_heads={self.n_heads}")
-        if self.sub_norm and self.arm != "q2-geode":
-            raise ValueError(f"model.sub_norm applies to q2-geode blocks only, got model.arm={self.arm!r}")
+        if self.sub_norm and self.arch != "geode":
+            raise ValueError(f"model.sub_norm applies to geode blocks only, got model.arch={self.arch!r}")
         return self
 
 
 class QuantSettings(BaseModel):
-    """Q² quantisation-aware training and the τ-recalibration stage."""
+    """The quantisation plan, Q² quantisation-aware training and the τ-recalibration stage."""
 
     model_config = _STRICT
 
+    plan: str | dict[str, Any] | None = Field(
+        None,
+        description="Quantisation plan: a name (q2, ternary, int4, int6, int8, q2-mixed = the "
+        "allocator's, chosen by a sensitivity probe in the train stage) or an inline table "
+        "(QuantPlan form: name, rules = [{family, depth, spec}], ...); None = the arch's default "
+        "(geode: q2, gpt: int8).",
+    )
+    probe_steps: int = Field(
+        60, ge=1, le=100_000, description="q2-mixed: AdamW steps of the sensitivity probe's fp32 twin."
+    )
+    mixed_candidates: tuple[str, ...] = Field(
+        ("q2", "int8"),
+        min_length=1,
+        description="q2-mixed: spec labels the allocator chooses from per part (e.g. q2, int4, int4g64, "
+        "int8); kinds Q2BN version 1 packs (q2, int8) until version 2 lands.",
+    )
     qat: bool = Field(
         True, description="Quantisation-aware training (off = the fp32 twin; gpt-int8 ignores it)."
     )
@@ -181,6 +201,32 @@ class QuantSettings(BaseModel):
     calib_batches: int = Field(
         4, ge=1, le=1000, description="Training batches for activation-weighted recalibration."
     )
+
+    @field_validator("plan")
+    @classmethod
+    def _plan(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if isinstance(v, str) and v not in plan_names():
+            raise ValueError(f"quant.plan: unknown plan {v!r}; named plans are {list(plan_names())}")
+        if isinstance(v, dict):
+            QuantPlan.from_dict(v, where="quant.plan")  # raises naming the rule
+        return v
+
+    @field_validator("mixed_candidates")
+    @classmethod
+    def _candidates(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from golfmodel.quant.spec import QuantSpec
+
+        for label in v:
+            try:
+                QuantSpec.parse(label)
+            except ValueError as e:
+                raise ValueError(f"quant.mixed_candidates: {label!r}: {e}") from None
+        return v
+
+    @property
+    def allocated(self) -> bool:
+        """True when the plan is chosen by the allocator in the train stage (q2-mixed)."""
+        return isinstance(self.plan, str) and self.plan in ALLOCATED_PLANS
 
 
 class TrainSettings(BaseModel):
@@ -268,6 +314,13 @@ class PackSettings(BaseModel):
     )
     linear_kind: Literal["q2", "fp32"] = Field(
         "q2", description="Storage of Q2Linear weights (fp32 = the fp32 twin)."
+    )
+    margin_frac: float = Field(
+        0.002,
+        ge=0,
+        lt=0.5,
+        description="Budget fraction the solver keeps free below pack.budget_bytes (its size model predicts "
+        "trained bytes; the size check stays the final word).",
     )
 
 
@@ -372,12 +425,12 @@ class Settings(BaseModel):
                     f"when tokeniser.source=shards (got data.variant={self.data.variant})"
                 )
         if (
-            self.model.arm == "q2-geode"
+            self.model.arch == "geode"
             and "G" in self.model.pattern
             and self.model.n_kv_heads >= self.model.n_heads
         ):
             if self.model.n_heads > 1:
-                raise ValueError("model.n_kv_heads must be < model.n_heads for the GQA mixer of q2-geode")
+                raise ValueError("model.n_kv_heads must be < model.n_heads for the GQA mixer of geode")
         if self.eval.seq_len > 65_536 or self.train.seq_len < 8:
             raise ValueError("eval.seq_len / train.seq_len out of range")
         return self

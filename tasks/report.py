@@ -100,10 +100,13 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
         "settings_hash": settings_hash(settings),
         "settings": settings.model_dump(mode="json"),
     }
+    data["plan"] = plan_section(data["model"])
     write_json_atomic(work / "report.json", data)
     rows = read_metrics(train.path(train.values["metrics"]))
     plot_loss(
-        rows, work / "loss.png", f"golf {settings.preset}: {data['model'] and data['model'].get('arm')}"
+        rows,
+        work / "loss.png",
+        f"golf {settings.preset}: {data['model'] and data['model'].get('arm')} / {data['plan']['name']}",
     )
     bpb_rows = [
         ("bigram baseline (val)", data["bigram_bpb"]),
@@ -120,6 +123,12 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
                  ("total", data["total_bytes"]), ("budget", data["budget_bytes"]),
                  ("headroom", data["headroom_bytes"])]  # fmt: skip
     kinds = "\n".join(f"| {k} | {_fmt(v)} |" for k, v in data["kind_bytes"].items())
+    plan = data["plan"]
+    parts = "\n".join(
+        f"| {r['family']} | {'all' if r['depth'] is None else r['depth']} | {', '.join(r['specs'])} | "
+        f"{_fmt(r['numel'])} | {_fmt(r['payload_bytes'])} |"
+        for r in plan["parts"]
+    )
     md = "\n".join(
         [
             f"# golf report — preset `{settings.preset}`",
@@ -147,6 +156,12 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
             "|---|---:|",
             kinds,
             "",
+            f"## Quantisation plan `{plan['name']}`",
+            "",
+            "| family | depth | spec | numel | payload bytes |",
+            "|---|---:|---|---:|---:|",
+            parts,
+            "",
             "## Training",
             "",
             "![loss](loss.png)",
@@ -166,6 +181,17 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
     keep = ("final_bpb", "prequant_bpb", "postquant_bpb", "recalibrated_bpb", "bigram_bpb", "artifact_bytes",
             "total_bytes", "budget_bytes")  # fmt: skip
     return StageResult(values={k: data[k] for k in keep})
+
+
+def plan_section(model: dict[str, Any] | None) -> dict[str, Any]:
+    """The trained model's plan: its name and one row per family × depth (spec, numel, payload bytes)."""
+    if not model:
+        return {"name": None, "parts": []}
+    from golfmodel.model.config import ModelConfig
+    from golfmodel.model.probe import part_breakdown
+
+    cfg = ModelConfig.from_dict(model)
+    return {"name": cfg.quant_plan.name, "parts": part_breakdown(cfg)}
 
 
 @task(name="report", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)

@@ -20,7 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from golf.settings import Settings
-from golf.settings.convert import model_config, torchrun_command, train_job
+from golf.settings.convert import model_config, probe_config, torchrun_command, train_job
 from golf.tasks.cache import StageRecord, StageResult
 from golf.tasks.common import cached_stage, logger
 from golf.tasks.publish import publish_table, record_of, rows
@@ -44,16 +44,63 @@ def shipped_code_bytes() -> int:
     return code_bytes()
 
 
+def allocated_model(settings: Settings, tokenise: StageRecord, prior: Path | None, work: Path) -> Any:
+    """q2-mixed: probe the default plan's shape on training tokens, allocate, size the model for that plan.
+
+    Writes `sensitivity.json` (the probe's table and the allocation) into `work`; the probe's
+    settings (quant.probe_steps, quant.mixed_candidates) are part of this stage's key.
+    """
+    from golf.tasks.cache import write_json_atomic
+    from golfmodel.model.allocate import allocate, format_allocation
+    from golfmodel.model.sensitivity import format_table, load_train_tokens, probe_tokens_needed, run_probe
+
+    log = logger()
+    vocab = tokenise.values["vocab_size"]
+    code = shipped_code_bytes() if settings.model.solve else 0
+    base = model_config(settings, vocab, code_bytes=code, bigram_logprior=prior)
+    probe = probe_config(settings)
+    tokens = load_train_tokens(tokenise.paths("train_shards"), vocab, probe_tokens_needed(probe))
+    table = run_probe(base, tokens, probe, bigram_logprior=prior)
+    log.info("q2-mixed probe (training tokens only):\n%s", format_table(table))
+    budget = None if settings.model.solve else parts_budget(settings, base, table)
+    alloc = allocate(table, budget_bytes=budget, export=base.quant_plan.export)
+    log.info("q2-mixed allocation:\n%s", format_allocation(alloc))
+    write_json_atomic(
+        work / "sensitivity.json", {"sensitivity": table.to_dict(), "allocation": alloc.to_dict()}
+    )
+    return model_config(settings, vocab, code_bytes=code, bigram_logprior=prior, plan=alloc.plan)
+
+
+def parts_budget(settings: Settings, base: Any, table: Any) -> float:
+    """Fixed shape: the compressed bytes the probed parts may use (the budget less everything else)."""
+    from golfmodel.model.budget import predict_bytes
+    from golfmodel.model.probe import estimate
+    from golfmodel.model.trained_ratio import load_ratios
+
+    ratios, export = load_ratios(), base.quant_plan.export
+    plan = base.quant_plan
+    at_base = sum(
+        r.payload_bytes * ratios.ratio(export, r.spec)
+        for r in table.rows
+        if r.spec == plan.spec_for(r.family, r.depth).label
+    )
+    rest = predict_bytes(estimate(base), export, ratios) - at_base
+    return settings.pack.budget_bytes * (1 - settings.pack.margin_frac) - rest
+
+
 def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord, work: Path) -> StageResult:
     """Write RUN.json into `work`, run the trainer there, and return its summary."""
     log = logger()
     prior = bigram.path(bigram.values["logprob"]) if settings.model.bigram_prior else None
-    model = model_config(
-        settings,
-        tokenise.values["vocab_size"],
-        code_bytes=shipped_code_bytes() if settings.model.solve else 0,
-        bigram_logprior=prior,
-    )
+    if settings.quant.allocated:
+        model = allocated_model(settings, tokenise, prior, work)
+    else:
+        model = model_config(
+            settings,
+            tokenise.values["vocab_size"],
+            code_bytes=shipped_code_bytes() if settings.model.solve else 0,
+            bigram_logprior=prior,
+        )
     job = train_job(
         settings,
         vocab_size=tokenise.values["vocab_size"],
@@ -75,9 +122,10 @@ def run_training(settings: Settings, tokenise: StageRecord, bigram: StageRecord,
     summary: dict[str, Any] = json.loads((work / "train_summary.json").read_text())
     return StageResult(
         values={"final": "final.pt", "metrics": "metrics.jsonl", "model": model.to_dict(),
-                "prequant_bpb": summary.get("prequant_val_bpb")},
+                "prequant_bpb": summary.get("prequant_val_bpb"),
+                "sensitivity": "sensitivity.json" if settings.quant.allocated else None},
         metrics=summary,
-        outputs=OUTPUTS,
+        outputs=OUTPUTS + (("sensitivity.json",) if settings.quant.allocated else ()),
         prune=("ckpt",),
     )  # fmt: skip
 

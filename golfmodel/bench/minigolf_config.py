@@ -98,6 +98,7 @@ class Ablation:
     averaging: dict[str, Any] = field(default_factory=dict)
     optim: dict[str, Any] = field(default_factory=dict)
     schedule: dict[str, Any] = field(default_factory=dict)
+    quant: dict[str, Any] = field(default_factory=dict)  # QUANT_OVERRIDES: plan (re-solved at equal bytes)
     recalibrate: Literal["off", "mse", "act"] | None = None
 
 
@@ -116,8 +117,11 @@ ABLATION_NAMES = (
 
 
 # Sections of the trainer job a generic override (`SECTION.FIELD=VALUE[+...]`) may set.
-OVERRIDE_SECTIONS = ("model", "qat", "averaging", "optim", "schedule")
+OVERRIDE_SECTIONS = ("model", "qat", "averaging", "optim", "schedule", "quant")
 MODEL_OVERRIDES = ("pattern", "bigram_prior", "sub_norm")  # model fields the solver re-sizes at equal bytes
+# quant.plan: a geode plan name (q2, ternary, int4, int6, q2-mixed = probe + allocator on the bench's
+# training tokens), the shape re-solved for it at equal trained bytes; the q2-mixed probe's knobs.
+QUANT_OVERRIDES = ("plan", "probe_steps", "mixed_candidates")
 
 
 def _override_ablation(spec: str) -> Ablation:
@@ -202,6 +206,22 @@ def _validate_overrides(ab: Ablation) -> None:
     if unknown:
         raise ValueError(
             f"ablation {ab.name!r}: model overrides must be among {', '.join(MODEL_OVERRIDES)}, got {unknown}"
+        )
+    unknown = sorted(set(ab.quant) - set(QUANT_OVERRIDES))
+    if unknown:
+        raise ValueError(
+            f"ablation {ab.name!r}: quant overrides must be among {', '.join(QUANT_OVERRIDES)}, got {unknown}"
+        )
+    if "plan" in ab.quant:
+        from golfmodel.quant.plan import plan_names
+
+        if ab.quant["plan"] not in plan_names():
+            raise ValueError(
+                f"ablation {ab.name!r}: quant.plan must be one of {plan_names()}, got {ab.quant['plan']!r}"
+            )
+    if isinstance(ab.quant.get("mixed_candidates"), str):  # "q2,int4,int8" on the command line
+        object.__setattr__(
+            ab, "quant", {**ab.quant, "mixed_candidates": ab.quant["mixed_candidates"].split(",")}
         )
 
     for cls, values in (

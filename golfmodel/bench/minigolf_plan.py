@@ -46,19 +46,22 @@ def solve_shape(
     bigram_prior: bool = False,
     bigram_table: str | None = None,
     sub_norm: bool = False,
+    plan: str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source).
 
     bigram_table: the bench's real bigram log-prior (.npz, named by the data hash); with
     bigram_prior the solver packs it instead of a random table, so the shape fills the budget.
+    plan: a quantisation plan (name or table) for the arm's architecture instead of its default.
     """
     from golfmodel.model import budget
+    from golfmodel.quant.plan import arm_arch
 
     keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
-         "src": source_hash()}
+         "plan": plan, "src": source_hash()}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
@@ -67,7 +70,9 @@ def solve_shape(
             "sub_norm": sub_norm,
             "bigram_logprior": bigram_table,
         }
-        if arm == "q2-geode":
+        if plan is not None:
+            kw["plan"], arm = plan, arm_arch(arm)  # an alias arm name fixes its own plan
+        if keep is None:
             kw["pattern"] = pattern
         elif keep != BASELINE_KEEP_FLOAT:
             kw.update(_int8_solver_options(keep))  # type: ignore[arg-type]
@@ -226,7 +231,19 @@ def plan_arms(
         for name in cfg.ablations:
             ab = parse_ablation(name)
             model, params, solver = q2_model, p_q2, q2
-            if ab.model:
+            if ab.quant.get("plan") is not None:
+                qplan = ab.quant["plan"]
+                if qplan == "q2-mixed":
+                    qplan = mixed_plan_for(q2_model, ab, cfg, data, out_dir).to_dict()
+                solver = solve_shape(
+                    "q2-geode", data.vocab_size, cfg, solver_cache, plan=qplan,
+                    pattern=ab.model.get("pattern", "GCCC"),
+                    bigram_prior=ab.model.get("bigram_prior", False), bigram_table=data.bigram_logprior,
+                    sub_norm=ab.model.get("sub_norm", False),
+                )  # fmt: skip
+                model = _model_config(solver, cfg)
+                params = _param_count(model)
+            elif ab.model:
                 solver = solve_shape(
                     "q2-geode",
                     data.vocab_size,
@@ -243,6 +260,50 @@ def plan_arms(
                 (ab, arm_plan(f"q2-geode+{ab.name}", "q2-geode", model, params, solver, cfg.ablation_scale))
             )
     return main, ablations
+
+
+def mixed_plan_for(
+    model: dict[str, Any], ab: Ablation, cfg: BenchConfig, data: BenchData, out_dir: Path
+) -> Any:
+    """q2-mixed for the bench: the probe on the bench's TRAINING shards at the q2 shape, then the allocator.
+
+    The probe's table and the allocation are saved (and cached by shape, data, probe and source)
+    as `sensitivity-<key>.json` in the bench folder, and printed.
+    """
+    from golfmodel.model.allocate import allocate, format_allocation
+    from golfmodel.model.config import ModelConfig
+    from golfmodel.model.sensitivity import (
+        ProbeConfig,
+        SensitivityTable,
+        format_table,
+        load_train_tokens,
+        probe_tokens_needed,
+        run_probe,
+    )
+    from golfmodel.quant.plan import plan_from_table
+
+    kw: dict[str, Any] = {"seq_len": min(128, cfg.seq_len), "seed": cfg.first_seed}
+    if "probe_steps" in ab.quant:
+        kw["steps"] = int(ab.quant["probe_steps"])
+    if "mixed_candidates" in ab.quant:
+        kw["candidates"] = tuple(ab.quant["mixed_candidates"])
+    probe = ProbeConfig(**kw)
+    key = sha256_json(
+        {"model": model, "probe": dataclasses.asdict(probe), "data": data.hash, "src": source_hash()}
+    )
+    path = out_dir / f"sensitivity-{key[:12]}.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        print(format_table(SensitivityTable.from_dict(saved["sensitivity"], where=str(path))), flush=True)
+        return plan_from_table(saved["allocation"]["plan"])
+    cfg_model = ModelConfig.from_dict(model)
+    tokens = load_train_tokens(list(data.train_shards), data.vocab_size, probe_tokens_needed(probe))
+    prior = data.bigram_logprior if cfg_model.bigram_prior else None
+    table = run_probe(cfg_model, tokens, probe, bigram_logprior=prior)
+    alloc = allocate(table, export=cfg_model.quant_plan.export)
+    print(format_table(table) + "\n" + format_allocation(alloc), flush=True)
+    atomic_write_json(path, {"sensitivity": table.to_dict(), "allocation": alloc.to_dict()})
+    return alloc.plan
 
 
 def _est_steps(plan: ArmPlan, probes: dict[str, float]) -> int:

@@ -2,8 +2,8 @@
 
 `estimate(cfg)` builds the model on the meta device (shapes only, milliseconds) and sums each
 stored tensor's payload (`param_report`) plus its record header and the container. `measure(cfg)`
-packs a randomly initialised model with the arm's real packer (Q2BN + zstd-22, or the baseline's
-int8 + zlib-9) and returns the compressed bytes.
+packs a randomly initialised model with its plan's real packer (`plan.export`: Q2BN + zstd-22,
+or the baseline's int8 + zlib-9) and returns the compressed bytes.
 """
 
 from __future__ import annotations
@@ -22,14 +22,17 @@ from torch import nn
 from golfmodel.model import build_model, param_report
 from golfmodel.model.config import ModelConfig
 
-CONTAINER_BYTES = {"q2-geode": 2048, "gpt-int8": 4096}  # header JSON / pickle framing (estimate)
+CONTAINER_BYTES = {"q2bn": 2048, "int8zlib": 4096}  # per export: header JSON / pickle framing (estimate)
 
 Packer = Callable[[nn.Module, Path], int]  # (model, path) -> compressed bytes written
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Parameter count, uncompressed artifact bytes and payload bytes per storage kind of a config."""
+    """Parameter count, uncompressed artifact bytes and payload bytes per storage kind of a config.
+
+    The bigram log-prior is booked as "bigram" (its own compression ratio), every other tensor by its label.
+    """
 
     params: int
     raw_bytes: int  # payload + record headers + container
@@ -45,9 +48,10 @@ def estimate(cfg: ModelConfig, *, int8_config: Any = None) -> Estimate:
         model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())
     breakdown: dict[str, int] = {}
-    raw = CONTAINER_BYTES[cfg.arm]
+    raw = CONTAINER_BYTES[cfg.quant_plan.export]
     for row in param_report(model, int8_config=int8_config):
-        breakdown[row.kind] = breakdown.get(row.kind, 0) + row.bytes
+        key = "bigram" if row.name.endswith("bigram_logprior") else row.kind  # trained_ratio.BIGRAM_KEY
+        breakdown[key] = breakdown.get(key, 0) + row.bytes
         raw += row.bytes + 12 + len(row.name) + 4 * len(row.shape) + (2 if row.kind == "alias" else 0)
     return Estimate(params, raw, breakdown)
 
@@ -64,7 +68,7 @@ def random_model(cfg: ModelConfig, seed: int = 0, bigram_logprior: Any = None) -
     the sample's byte260 table packs to ~8 KB, a random one to ~55 KB), else random log-softmax rows.
     """
     from golfmodel.model.layers import Rotary
-    from golfmodel.quant.q2linear import Q2Linear
+    from golfmodel.quant.qlinear import QLinear
 
     with torch.device("meta"):
         model = build_model(cfg)
@@ -81,8 +85,10 @@ def random_model(cfg: ModelConfig, seed: int = 0, bigram_logprior: Any = None) -
             else:
                 p.normal_(1.0, 0.1, generator=g)
         for module in model.modules():
-            if isinstance(module, Q2Linear):
+            if isinstance(module, QLinear) and module.spec.has_scale and module.spec.kind == "q2":
                 module.set_tau(0.996 * module.weight.float().std(dim=1).clamp_min(1e-6))
+            elif isinstance(module, QLinear) and module.spec.has_scale:  # cheap closed-form statistic
+                module.set_tau(module.kind.stat_scale(module.weight.float()))
             elif isinstance(module, Rotary):
                 module.reset_tables()
         if cfg.bigram_prior and bigram_logprior is not None:
@@ -104,7 +110,7 @@ def _probe_meta(model: nn.Module) -> dict[str, Any]:
 def _pack_q2bn(model: nn.Module, path: Path) -> int:
     from golfmodel.q2bn.artifact import pack_model
 
-    return pack_model(model, path, meta=_probe_meta(model), linear_kind="q2").compressed_bytes
+    return pack_model(model, path, meta=_probe_meta(model)).compressed_bytes
 
 
 def _pack_int8zlib(model: nn.Module, path: Path, int8_config: Any = None) -> int:
@@ -119,14 +125,52 @@ def int8zlib_packer(int8_config: Any = None) -> Packer:
     return functools.partial(_pack_int8zlib, int8_config=int8_config)
 
 
-DEFAULT_PACKERS: dict[str, Packer] = {"q2-geode": _pack_q2bn, "gpt-int8": _pack_int8zlib}
+DEFAULT_PACKERS: dict[str, Packer] = {"q2bn": _pack_q2bn, "int8zlib": _pack_int8zlib}  # by plan.export
+
+
+def packer_for(plan: Any, int8_config: Any = None) -> Packer:
+    """The real packer of a plan's export container (int8_config: the baseline export's float rules)."""
+    if plan.export == "int8zlib" and int8_config is not None:
+        return int8zlib_packer(int8_config)
+    return DEFAULT_PACKERS[plan.export]
 
 
 def measure(
     cfg: ModelConfig, packer: Packer | None = None, seed: int = 0, bigram_logprior: Any = None
 ) -> int:
     """Compressed bytes of `cfg`'s randomly initialised model (with the real bigram table if given) packed."""
-    pack = packer or DEFAULT_PACKERS[cfg.arm]
+    pack = packer or DEFAULT_PACKERS[cfg.quant_plan.export]
     model = random_model(cfg, seed, bigram_logprior)
     with tempfile.TemporaryDirectory(prefix="golf-budget-") as tmp:
         return int(pack(model, Path(tmp) / "probe.bin"))
+
+
+def part_breakdown(cfg: ModelConfig) -> list[dict[str, Any]]:
+    """The plan as stored: one row per (family, depth) with its spec label(s), numel and payload bytes.
+
+    Built on the meta device (shapes only); aliases (the tied head) are left out. This is what the
+    report shows as "spec per family × depth, bytes per part".
+    """
+    from golfmodel.quant.assign import is_scale_of_qlinear, owners, slot_for
+    from golfmodel.quant.kinds import kind_for
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    plan, own, seen = cfg.quant_plan, owners(model), set()
+    rows: dict[tuple[str, Any], dict[str, Any]] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if is_scale_of_qlinear(name, own[name]) or id(t) in seen:
+            continue
+        seen.add(id(t))
+        slot = slot_for(name, tuple(t.shape), own[name], plan)
+        kind = kind_for(slot.spec)
+        row = rows.setdefault(
+            (slot.family, slot.depth),
+            {"family": slot.family, "depth": slot.depth, "specs": [], "numel": 0, "payload_bytes": 0},
+        )
+        label = kind.label(tuple(t.shape))
+        if label not in row["specs"]:
+            row["specs"].append(label)
+        row["numel"] += t.numel()
+        row["payload_bytes"] += kind.stored_bytes(tuple(t.shape))
+    return list(rows.values())

@@ -74,3 +74,23 @@ def test_torchrun_command_eight_processes() -> None:
     """h100x8 launches torchrun --standalone with 8 processes per node."""
     cmd = torchrun_command(load_settings("h100x8"), "RUN.json", python="py")
     assert "--standalone" in cmd and "--nproc_per_node=8" in cmd and cmd[-2:] == ["--job", "RUN.json"]
+
+
+def test_a_named_plan_reaches_the_model_config() -> None:
+    """model.arch + quant.plan become the config's arm and plan; the default plan keeps the alias arm."""
+    s = load_settings("smoke", overrides=["quant.plan=int4"])
+    cfg = model_config(s, 1024)
+    assert cfg.arch == "geode" and cfg.quant_plan.name == "int4"
+    default = model_config(load_settings("smoke"), 1024)
+    assert default.arm == "q2-geode" and default.plan is None
+    assert model_config(load_settings("smoke", overrides=["model.arch=gpt"]), 1024).arm == "gpt-int8"
+
+
+def test_q2_mixed_shape_is_the_default_plans_until_allocated() -> None:
+    """With quant.plan = q2-mixed the probe's shape uses the arch's default plan; an allocated plan replaces it."""
+    from golfmodel.quant.plan import named_plan
+
+    s = load_settings("smoke", overrides=["quant.plan=q2-mixed"])
+    assert s.quant.allocated and model_config(s, 1024).quant_plan.name == "q2"
+    table = named_plan("int6").to_dict() | {"name": "q2-mixed"}
+    assert model_config(s, 1024, plan=table).quant_plan.name == "q2-mixed"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from golf.settings import STAGES, Settings, SettingsError, load_settings, preset_names
-from golf.settings.load import FIELD_PATHS
+from golf.settings.load import FIELD_PATHS, validate_settings
 
 SNAPSHOT = Path(__file__).with_name("schema_fields.txt")
 STABLE_PATHS = (
@@ -115,10 +115,35 @@ def test_cross_field_check_names_the_fields() -> None:
         load_settings("smoke", overrides=["model.n_heads=4", "model.n_kv_heads=3"])
 
 
-def test_sub_norm_on_the_int8_arm_is_rejected() -> None:
-    """model.sub_norm belongs to the q2-geode blocks: with arm gpt-int8 the error names both fields."""
-    with pytest.raises(SettingsError, match="model.sub_norm.*model.arm"):
-        load_settings("smoke", overrides=["model.arm=gpt-int8", "model.sub_norm=true"])
+def test_sub_norm_on_the_gpt_arch_is_rejected() -> None:
+    """model.sub_norm belongs to the geode blocks: with arch gpt the error names both fields."""
+    with pytest.raises(SettingsError, match="model.sub_norm.*model.arch"):
+        load_settings("smoke", overrides=["model.arch=gpt", "model.sub_norm=true"])
+
+
+def test_unknown_quant_plan_is_rejected() -> None:
+    """quant.plan must be a named plan; the error lists the names."""
+    with pytest.raises(SettingsError, match="quant.plan.*int4"):
+        load_settings("smoke", overrides=["quant.plan=int5"])
+
+
+def test_inline_quant_plan_table_is_validated() -> None:
+    """quant.plan may be an inline table; a bad rule is an error naming the rule."""
+    rules = [
+        {"family": f, "spec": "int4"}
+        for f in ("attn_qkv", "attn_o", "mlp_in", "mlp_down", "cfc_in", "cfc_out")
+    ]
+    rules += [
+        {"family": "embed", "spec": "int8"},
+        {"family": "bigram", "spec": "int8"},
+        {"family": "scalars", "spec": "fp16"},
+    ]
+    s = validate_settings({"quant": {"plan": {"name": "mine", "rules": rules}}})
+    assert s.quant.plan["name"] == "mine"
+    with pytest.raises(SettingsError, match=r"quant.plan.*rules\[0\]"):
+        validate_settings(
+            {"quant": {"plan": {"name": "bad", "rules": [{"family": "nope", "spec": "q2"}, *rules]}}}
+        )
 
 
 def test_unknown_preset_is_an_error() -> None:
