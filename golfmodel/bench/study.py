@@ -135,7 +135,18 @@ def run_study(
     log(f"main runs: {len(specs)} (arms x budgets x seeds)")
     results = execute(specs)
     result = aggregate_study(cfg, arms, plans, specs, results)
+    for b, m in (result.get("budgets") or {str(cfg.bench.budget_bytes): result["arms"]}).items():
+        for name, e in m.items():
+            flag = (
+                ""
+                if e["fill_ok"]
+                else f"  BELOW the {cfg.min_fill:.0%} minimum (trained weights compress better)"
+            )
+            log(
+                f"{int(b):,} B  {name}: trained artifact {e['artifact_bytes']:,} bytes, fill {e['fill']:.1%}{flag}"
+            )
     result["details"]["data"] = data.to_dict()
+    result["details"]["out_dir"] = str(out)
     result["details"]["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
     study_report.write_all(result, out, json_path=None if json_path is None else Path(json_path))
     return result
@@ -143,7 +154,7 @@ def run_study(
 
 def aggregate_budget(
     arms: Sequence[StudyArm], shapes: dict[str, ArmPlan], rows: dict[str, list[dict[str, Any]]],
-    budget: int, margin_nats: float,
+    budget: int, margin_nats: float, min_fill: float = 0.95,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The `arms` map of one budget: shape, fill, tokens, LR, bpb ± std, Δ vs int8 (Welch p), penalty vs twin."""
     out: dict[str, dict[str, Any]] = {}
@@ -155,7 +166,7 @@ def aggregate_budget(
             "plan": a.plan, "arch": a.arch, "kind": a.kind, "params": agg["params"],
             "artifact_bytes": agg["artifact_bytes"], "budget_bytes": budget,
             "fill": stats.summarize(fills).mean, "solver_fill": shapes[a.name].solver["fill"],
-            "budget_bound": not a.is_twin, "tokens": agg["tokens"], "tokens_per_param": agg["tokens_per_param"],
+            "budget_bound": not a.is_twin, "fill_ok": a.is_twin or stats.summarize(fills).mean >= min_fill, "tokens": agg["tokens"], "tokens_per_param": agg["tokens_per_param"],
             "lr": {"muon": r[0]["lr"][0], "adam": r[0]["lr"][1]},
             "prequant_bpb": agg["prequant_bpb"], "prequant_bpb_std": agg["prequant_bpb_std"],
             "final_bpb": agg["final_bpb"], "final_bpb_std": agg["final_bpb_std"], "n_seeds": agg["n_seeds"],
@@ -188,7 +199,9 @@ def aggregate_study(
         by[s.extra["budget"]][s.name].append(
             {**results[s.key], "lr": (s.extra["muon_lr"], s.extra["adam_lr"])}
         )
-    budgets = {b: aggregate_budget(arms, plans[b], by[b], b, cfg.bench.margin_nats) for b in plans}
+    budgets = {
+        b: aggregate_budget(arms, plans[b], by[b], b, cfg.bench.margin_nats, cfg.min_fill) for b in plans
+    }
     main_b = cfg.bench.budget_bytes
     main = budgets[main_b]
     out: dict[str, Any] = {}

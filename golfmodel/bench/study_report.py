@@ -48,7 +48,7 @@ def budget_table(arms: dict[str, dict[str, Any]], ranks: dict[str, int]) -> str:
         "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n, e in sorted(arms.items(), key=lambda kv: kv[1]["final_bpb"]):
-        fill = f"{e['fill']:.1%}" + ("" if e["budget_bound"] else " (twin)")
+        fill = f"{e['fill']:.1%}" + ("" if e["budget_bound"] else " (twin)") + ("" if e["fill_ok"] else " ⚠")
         lines.append(
             f"| {ranks.get(n, '—')} | {n} | {e['plan']} | {e['params']:,} | {e['artifact_bytes']:,} | {fill} | "
             f"{e['tokens']:,} | {e['tokens_per_param']:.1f} | {e['lr']['muon']:g}/{e['lr']['adam']:g} | "
@@ -136,6 +136,13 @@ def markdown(result: dict[str, Any]) -> str:
             se = f" ± {f['slope_se']:.4f}" if f["slope_se"] is not None else ""
             out.append(f"| {n} | {f['points']} | {_f(f['slope_per_decade'], '+.4f')}{se} |")
         out += ["", "![bpb vs budget](study-budget.png)", ""]
+    low = [f"{n}@{int(b):,}" for b, m in budgets.items() for n, e in m.items() if not e["fill_ok"]]
+    if low:
+        out += [
+            f"⚠ trained artifact below the minimum fill: {', '.join(low)} (the solver sizes on measured "
+            "trained ratios; weights trained this briefly compress better).",
+            "",
+        ]
     out += [
         "![Pareto](study-pareto.png)",
         "",
