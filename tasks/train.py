@@ -60,10 +60,13 @@ def allocated_model(settings: Settings, tokenise: StageRecord, prior: Path | Non
     base = model_config(settings, vocab, code_bytes=code, bigram_logprior=prior)
     probe = probe_config(settings)
     tokens = load_train_tokens(tokenise.paths("train_shards"), vocab, probe_tokens_needed(probe))
-    table = run_probe(base, tokens, probe, bigram_logprior=prior)
+    from golfmodel.model.trained_ratio import load_ratios
+
+    ratios = load_ratios(budget_bytes=settings.pack.budget_bytes)
+    table = run_probe(base, tokens, probe, bigram_logprior=prior, ratios=ratios)
     log.info("q2-mixed probe (training tokens only):\n%s", format_table(table))
     budget = None if settings.model.solve else parts_budget(settings, base, table)
-    alloc = allocate(table, budget_bytes=budget, export=base.quant_plan.export)
+    alloc = allocate(table, budget_bytes=budget, export=base.quant_plan.export, ratios=ratios)
     log.info("q2-mixed allocation:\n%s", format_allocation(alloc))
     write_json_atomic(
         work / "sensitivity.json", {"sensitivity": table.to_dict(), "allocation": alloc.to_dict()}
@@ -77,7 +80,7 @@ def parts_budget(settings: Settings, base: Any, table: Any) -> float:
     from golfmodel.model.probe import estimate
     from golfmodel.model.trained_ratio import load_ratios
 
-    ratios, export = load_ratios(), base.quant_plan.export
+    ratios, export = load_ratios(budget_bytes=settings.pack.budget_bytes), base.quant_plan.export
     plan = base.quant_plan
     at_base = sum(
         r.payload_bytes * ratios.ratio(export, r.spec)

@@ -122,6 +122,10 @@ MODEL_OVERRIDES = ("pattern", "bigram_prior", "sub_norm")  # model fields the so
 # quant.plan: a geode plan name (q2, ternary, int4, int6, q2-mixed = probe + allocator on the bench's
 # training tokens), the shape re-solved for it at equal trained bytes; the q2-mixed probe's knobs.
 QUANT_OVERRIDES = ("plan", "probe_steps", "mixed_candidates")
+# the pipeline's quant.* QAT settings and their trainer (QATConfig) names; quant.recalibrate is the
+# bench's recalibration mode. quant.calib_batches has no bench equivalent (rejected as unknown).
+QUANT_TO_QAT = {"qat": "enabled", "progressive": "progressive", "tau_refresh_steps": "tau_refresh_steps",
+                "ste_masked": "ste_masked", "tau_method": "tau_method", "tau_std_mult": "tau_std_mult"}  # fmt: skip
 
 
 def _override_ablation(spec: str) -> Ablation:
@@ -144,7 +148,24 @@ def _override_ablation(spec: str) -> Ablation:
         except json.JSONDecodeError:
             value = raw
         parts[section][fname] = value
-    return Ablation(name=spec, description=f"override {spec.replace('+', ', ')}", **parts)
+    recal = _settings_quant_fields(parts)
+    return Ablation(name=spec, description=f"override {spec.replace('+', ', ')}", recalibrate=recal, **parts)
+
+
+def _settings_quant_fields(parts: dict[str, dict[str, Any]]) -> Any:
+    """The pipeline's `quant.*` settings names → the bench job: QAT fields into `qat`, recalibrate apart.
+
+    So `--ablate quant.tau_method=std` means what `golf run --set quant.tau_method=std` means;
+    returns the recalibration mode (None when not overridden).
+    """
+    q = parts["quant"]
+    for name in QUANT_TO_QAT:
+        if name in q:
+            parts["qat"][QUANT_TO_QAT[name]] = q.pop(name)
+    recal = q.pop("recalibrate", None)
+    if recal is not None and recal not in ("off", "mse", "act"):
+        raise ValueError(f"quant.recalibrate must be off, mse or act, got {recal!r}")
+    return recal
 
 
 def parse_ablation(spec: str) -> Ablation:

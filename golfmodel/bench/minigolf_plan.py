@@ -55,9 +55,10 @@ def solve_shape(
     plan: a quantisation plan (name or table) for the arm's architecture instead of its default.
     """
     from golfmodel.model import budget
-    from golfmodel.quant.plan import arm_arch
+    from golfmodel.quant.plan import arm_arch, parse_arm
 
-    keep = cfg.int8_keep_float_numel if arm == "gpt-int8" else None
+    baseline_export = parse_arm(arm, plan)[1].export == "int8zlib"  # the baseline's float rules apply
+    keep = cfg.int8_keep_float_numel if baseline_export else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
@@ -280,6 +281,7 @@ def mixed_plan_for(
         probe_tokens_needed,
         run_probe,
     )
+    from golfmodel.model.trained_ratio import load_ratios
     from golfmodel.quant.plan import plan_from_table
 
     kw: dict[str, Any] = {"seq_len": min(128, cfg.seq_len), "seed": cfg.first_seed}
@@ -299,8 +301,9 @@ def mixed_plan_for(
     cfg_model = ModelConfig.from_dict(model)
     tokens = load_train_tokens(list(data.train_shards), data.vocab_size, probe_tokens_needed(probe))
     prior = data.bigram_logprior if cfg_model.bigram_prior else None
-    table = run_probe(cfg_model, tokens, probe, bigram_logprior=prior)
-    alloc = allocate(table, export=cfg_model.quant_plan.export)
+    ratios = load_ratios(budget_bytes=cfg.budget_bytes)
+    table = run_probe(cfg_model, tokens, probe, bigram_logprior=prior, ratios=ratios)
+    alloc = allocate(table, export=cfg_model.quant_plan.export, ratios=ratios)
     print(format_table(table) + "\n" + format_allocation(alloc), flush=True)
     atomic_write_json(path, {"sensitivity": table.to_dict(), "allocation": alloc.to_dict()})
     return alloc.plan

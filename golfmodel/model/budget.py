@@ -17,8 +17,8 @@ size-check stage measures the real artifact and stays the final word.
 Search (SPEC §6). For each depth (Geode groups / gpt layers; `groups` fixes it, else
 1..`max_depth`): (1) binary search over the widths `head_shape` can split (multiples of 16) for
 the widest base-MLP model whose prediction fits; (2) MLP fill: the hidden layer grows in steps
-of 16 (up to 1.5x its base ratio) into the bytes the width step leaves over, so the fill is
-within one 16-wide MLP step of the target (≥ 99% at 16 MB). Depth: a deeper model within 2% of
+of 16 (up to 1.5x its base ratio) into the bytes the width step leaves over; of the
+three widest widths that fit, each topped up, the fullest wins (≥ 99% at 16 MB). Depth: a deeper model within 2% of
 the most parameters wins (bytes grow as depth·d² while the int8 embedding costs more per
 parameter, so "most parameters" alone keeps preferring deep, narrow models); the depth range is
 capped at the spec's full-scale shapes (4 Geode groups, the baseline's 9 layers).
@@ -65,6 +65,7 @@ DEFAULT_MAX_DEPTH = {"geode": 4, "gpt": 9}  # the spec's full-scale shapes, per 
 DEFAULT_MLP_MULT = {"geode": 8 / 3, "gpt": 2.0}
 DEFAULT_MARGIN_FRAC = 0.002
 DEPTH_TOLERANCE = 0.02  # a deeper model within 2% of the most parameters is preferred
+FILL_WIDTHS = 3  # widths (from the widest that fits down) whose MLP top-up competes for the fullest fit
 MLP_FILL_MAX = 1.5  # mlp_fill grows the MLP hidden layer to at most 1.5x its base (SwiGLU 8/3 -> 4)
 
 
@@ -80,7 +81,7 @@ class Plan:
     fill: float  # (artifact_bytes + code_bytes) / budget_bytes
     estimate_bytes: int  # uncompressed artifact (exact payloads + headers)
     confirmed: bool  # packed_init_bytes measured with the real packer
-    trained_ratio: float  # artifact_bytes / estimate_bytes (from the per-kind measured ratios)
+    trained_ratio: float = 1.0  # artifact_bytes / estimate_bytes (from the per-kind measured ratios)
     packed_init_bytes: int | None = None  # the real packer on a randomly initialised model
     margin_frac: float = DEFAULT_MARGIN_FRAC
     ratio_source: str = ""  # provenance of the trained ratios
@@ -222,11 +223,17 @@ class _Search:
         return h
 
     def best(self, depth: int) -> Point | None:
+        """The fullest point among the FILL_WIDTHS widest widths that fit, each with its MLP topped up.
+
+        One MLP step of 16 costs depth·blocks·3·16·d weights, ~1.2% of 16 MB for int6 at 4 groups,
+        so the widest width alone can stop short of 99%; a slightly narrower width with a wider
+        MLP lands on other byte counts.
+        """
         i = self.widest(depth)
         if i is None:
             return None
-        d = self.widths[i]
-        return (depth, d, self.top_up(depth, d))
+        points = [(depth, d, self.top_up(depth, d)) for d in self.widths[max(0, i - FILL_WIDTHS + 1) : i + 1]]
+        return max(points, key=lambda p: (self.size(p), self.est(p).params))
 
 
 def solve(
@@ -274,7 +281,7 @@ def solve(
         from golfmodel.data.bigram import load_logprior
 
         bigram_logprior = load_logprior(bigram_logprior)
-    table = ratios if isinstance(ratios, TrainedRatios) else load_ratios(ratios)
+    table = ratios if isinstance(ratios, TrainedRatios) else load_ratios(ratios, budget_bytes)
     target = (budget_bytes - code_bytes) * (1 - margin_frac)
     search = _Search(
         arm, vocab, target, table, plan=plan, pattern=pattern, head_dim=head_dim,

@@ -79,6 +79,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     r.add_argument("--checkpoint", action="append", required=True, help="a trainer final.pt (repeatable)")
     r.add_argument("--extra", default="ternary,int4,int6", help="block specs also measured on q2bn models")
     r.add_argument("--out", default=None, help="default: golfmodel/model/trained_ratio.json")
+    r.add_argument("--regime", default="cpu", help="name of the regime these checkpoints measure")
+    r.add_argument(
+        "--up-to-budget", type=int, default=None, help="largest budget the regime covers (none: all)"
+    )
+    r.add_argument(
+        "--anchor-baseline-bytes", type=int, default=None,
+        help="also write regime 'h100' (unbounded): int8zlib int8 rows at the ratio where the naive baseline "
+        "packs to this many bytes (the challenge log: 15815847); other kinds as measured",
+    )  # fmt: skip
     r.set_defaults(func=cmd_ratio)
     return p
 
@@ -150,7 +159,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             from golfmodel.model.allocate import allocate
             from golfmodel.model.sensitivity import SensitivityTable
 
-            alloc = allocate(SensitivityTable.load(args.sensitivity), ratios=load_ratios(args.ratios))
+            alloc = allocate(
+                SensitivityTable.load(args.sensitivity), ratios=load_ratios(args.ratios, args.budget)
+            )
             plan = alloc.plan
         result = solve(
             arm, args.vocab, args.budget, plan=plan, groups=args.groups, pattern=args.pattern,
@@ -230,7 +241,21 @@ def cmd_ratio(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _err(e)
     out = args.out or DEFAULT_PATH
-    write_ratios(out, rows, "golf model ratio " + " ".join(shlex.quote(a) for a in sys.argv[3:]))
+    command = "golf model ratio " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    write_ratios(out, rows, command, regime=args.regime, up_to_budget=args.up_to_budget)
+    if args.anchor_baseline_bytes:
+        from golfmodel.model.trained_ratio import TrainedRatios, anchor_int8_ratio
+
+        ratios = {e: dict(r) for e, r, _, _ in rows}
+        base = TrainedRatios(ratios, {e: c for e, _, c, _ in rows})
+        r8 = anchor_int8_ratio(args.anchor_baseline_bytes, base)
+        ratios.setdefault("int8zlib", {})["int8"] = r8
+        if "q2bn" in ratios:  # no full-scale q2bn run exists: its int8 rows no better than the baseline's
+            ratios["q2bn"]["int8"] = max(ratios["q2bn"].get("int8", 0.0), r8)
+        anchored = [(e, ratios[e], c, f"{w}; int8 rows anchored at {r8:.4f}: naive baseline = "
+                     f"{args.anchor_baseline_bytes} B (anchors/naive_baseline_train.log)") for e, _, c, w in rows]  # fmt: skip
+        write_ratios(out, anchored, command, regime="h100", up_to_budget=None)
+        print(f"h100 regime: int8 rows at {r8:.4f}")
     print(f"written: {out}")
     return 0
 

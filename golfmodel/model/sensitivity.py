@@ -16,7 +16,8 @@ does not divide the row) get no entry.
 The width trade-off: a second, narrower twin (`width_frac` of the width, same depth and steps)
 gives the loss that the bytes between the two shapes buy as width, `width_gain_per_byte` =
 (loss(narrow) − loss(wide)) / (bytes(wide) − bytes(narrow)), bytes predicted for trained weights
-under the arch's default plan. The allocator upgrades a part only when its loss saved per
+under the arch's default plan. When that is not positive (a short probe's narrower twin can catch
+up), the scaling-law prior 0.076·loss/bytes is used instead (`width_rate_source` = "prior"). The allocator upgrades a part only when its loss saved per
 compressed byte beats that rate. One thread, no Python loop over tokens; seconds at minigolf scale.
 """
 
@@ -39,6 +40,10 @@ from golfmodel.quant.plan import MATRIX_FAMILIES, QuantPlan, default_plan_name, 
 from golfmodel.quant.spec import QuantSpec
 
 PROBED_FAMILIES = ("embed", *MATRIX_FAMILIES)
+# Kaplan et al. 2020: L(N) ∝ N^(-0.076), so dL/dN = -0.076·L/N; at a fixed plan bytes ∝ N, so a byte
+# buys 0.076·L/B nats. The prior rate when the probe's two twins give none (a short probe's
+# narrower twin can match the wider one).
+KAPLAN_ALPHA_N = 0.076
 # The embedding (a lookup table, tied to the head) is not a QLinear: it is stored by the plan's
 # embed rule at export, whose container keeps no per-row τ tensor for it; only int / fp kinds.
 EMBED_EXCLUDED_KINDS = ("q2", "ternary")
@@ -92,6 +97,7 @@ class SensitivityTable:
     narrow_d_model: int | None
     width_gain_per_byte: float  # nats/token per compressed byte bought as width
     rows: tuple[SensitivityRow, ...]
+    width_rate_source: str = "measured"  # "measured" (the two twins) or "prior" (the scaling law)
     seconds: float
     tokens: dict[str, int] = field(default_factory=dict)  # train / held-out token counts
 
@@ -106,7 +112,8 @@ class SensitivityTable:
             rows = tuple(SensitivityRow(**r) for r in data["rows"])
             kw = {k: data[k] for k in ("config", "probe", "base_loss", "narrow_loss", "narrow_d_model",
                                          "width_gain_per_byte", "seconds")}  # fmt: skip
-            return cls(rows=rows, tokens=data.get("tokens", {}), **kw)
+            extra = {"width_rate_source": data.get("width_rate_source", "measured")}
+            return cls(rows=rows, tokens=data.get("tokens", {}), **kw, **extra)
         except (KeyError, TypeError) as e:
             raise ValueError(f"{where}: not a sensitivity table ({type(e).__name__}: {e})") from None
 
@@ -209,14 +216,14 @@ def _quantised(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return kind.dequant(w, kind.fit_scale(w) if spec.has_scale else None)
 
 
-def _bytes_at(cfg: ModelConfig) -> int:
+def _bytes_at(cfg: ModelConfig, ratios: Any) -> int:
     """Predicted trained artifact bytes of the shape under the arch's default plan."""
     from golfmodel.model.budget import predict_bytes
     from golfmodel.model.probe import estimate
     from golfmodel.model.trained_ratio import load_ratios
 
     base = dataclasses.replace(cfg, arm=cfg.arch, plan=default_plan_name(cfg.arch))
-    return predict_bytes(estimate(base), base.quant_plan.export, load_ratios())
+    return predict_bytes(estimate(base), base.quant_plan.export, ratios or load_ratios())
 
 
 def run_probe(
@@ -225,10 +232,12 @@ def run_probe(
     probe: ProbeConfig = ProbeConfig(),
     *,
     bigram_logprior: Any = None,
+    ratios: Any = None,
 ) -> SensitivityTable:
     """Train the fp32 twin of `cfg` briefly and measure Δ loss of every part × candidate spec (see module doc).
 
-    bigram_logprior: the bigram stage's (V, V) table (array or file) when `cfg.bigram_prior`.
+    bigram_logprior: the bigram stage's (V, V) table (array or file) when `cfg.bigram_prior`;
+    ratios: the trained ratios (`TrainedRatios`) that price the width trade-off (None: the shipped file).
     """
     from golfmodel.quant.kinds import kind_for
 
@@ -271,13 +280,18 @@ def run_probe(
                     )
                 )  # fmt: skip
         narrow_loss, narrow_d, gain = None, None, 0.0
+        source = "measured"
         if probe.width_frac > 0:
             narrow_d = _narrower(cfg.d_model, probe.width_frac)
             if narrow_d is not None:
                 narrow = train_twin(_twin(cfg, narrow_d), train, probe, bigram_logprior)
                 narrow_loss = _loss(narrow, held)
-                db = _bytes_at(cfg) - _bytes_at(_twin(cfg, narrow_d))
+                db = _bytes_at(cfg, ratios) - _bytes_at(_twin(cfg, narrow_d), ratios)
                 gain = max(0.0, narrow_loss - base) / db if db > 0 else 0.0
+        if gain <= 0:  # no width measurement, or a short probe where the narrower twin caught up
+            gain, source = KAPLAN_ALPHA_N * base / _bytes_at(cfg, ratios), "prior"
+        else:
+            source = "measured"
     finally:
         torch.set_num_threads(threads)
     return SensitivityTable(
@@ -287,6 +301,7 @@ def run_probe(
         narrow_loss=narrow_loss,
         narrow_d_model=narrow_d,
         width_gain_per_byte=gain,
+        width_rate_source=source,
         rows=tuple(rows),
         seconds=time.perf_counter() - t0,
         tokens={"train": int(len(train)), "held_out": int(held.numel())},
@@ -325,7 +340,7 @@ def format_table(table: SensitivityTable) -> str:
     if table.narrow_loss is not None:
         lines.append(
             f"width: d_model {table.narrow_d_model} twin loss {table.narrow_loss:.4f} → "
-            f"{table.width_gain_per_byte * 1e3:.6f} nats/token per KB bought as width"
+            f"{table.width_gain_per_byte * 1e3:.6f} nats/token per KB bought as width ({table.width_rate_source})"
         )
     return "\n".join(lines)
 

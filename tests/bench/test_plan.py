@@ -89,3 +89,19 @@ def test_solver_shape_below_the_minimum_fill_is_rejected(tmp_path, monkeypatch) 
     monkeypatch.setattr(budget, "solve", half_full)
     with pytest.raises(ValueError, match="fills 50.0%"):
         mg.solve_shape("q2-geode", 260, mg.BenchConfig(), tmp_path / "solver.json")
+
+
+def test_quant_plan_override_is_a_plan_name_checked_at_parse_time() -> None:
+    """quant.plan=q2-mixed is a quant override; an unknown plan or quant field is rejected with the names."""
+    ab = mg.parse_ablation("quant.plan=q2-mixed")
+    assert ab.quant == {"plan": "q2-mixed"}
+    with pytest.raises(ValueError, match="quant.plan must be one of"):
+        mg.parse_ablation("quant.plan=int5")
+    with pytest.raises(ValueError, match="quant overrides must be among"):
+        mg.parse_ablation("quant.calib_batches=8")
+
+
+def test_settings_quant_fields_reach_the_trainer_and_recalibration() -> None:
+    """quant.tau_method / quant.recalibrate mean what the pipeline's settings of those names mean."""
+    ab = mg.parse_ablation("quant.tau_method=std+quant.recalibrate=off")
+    assert ab.qat == {"tau_method": "std"} and ab.recalibrate == "off" and ab.quant == {}

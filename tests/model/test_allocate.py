@@ -117,3 +117,18 @@ def test_probe_refuses_too_few_tokens() -> None:
     )
     with pytest.raises(ValueError, match="training tokens"):
         run_probe(cfg, np.zeros(50, dtype=np.int64), ProbeConfig(seq_len=16, eval_seqs=2, batch_seqs=2))
+
+
+def test_part_breakdown_shows_spec_per_family_and_depth() -> None:
+    """The report's plan table: one row per family × depth with the stored spec and its payload bytes."""
+    from golfmodel.model.probe import part_breakdown
+
+    rows = _rows("mlp_down", 1, 1000, {"q2": 0.3, "int8": 0.0})
+    plan = allocate(_table(rows), ratios=FLAT).plan
+    cfg = ModelConfig(
+        arm="geode", plan=plan, vocab_size=64, d_model=32, depth=2, n_heads=2, n_kv_heads=1, mlp_mult=2.0
+    )
+    parts = {(r["family"], r["depth"]): r for r in part_breakdown(cfg)}
+    assert parts[("mlp_down", 1)]["specs"] == ["int8"] and parts[("mlp_down", 0)]["specs"] == ["q2"]
+    assert parts[("mlp_down", 1)]["payload_bytes"] > parts[("mlp_down", 0)]["payload_bytes"]
+    assert parts[("embed", None)]["specs"] == ["int8"]
