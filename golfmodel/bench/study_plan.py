@@ -99,14 +99,22 @@ def _solve(
             raise ValueError("q2-mixed needs the q2 shape of its budget first (its probe runs at that shape)")
         ab = Ablation(name="q2-mixed", description="the allocator's plan", quant={"plan": "q2-mixed"})
         plan = mixed_plan_for(q2_model, ab, cfg, data, out).to_dict()
-    solver = solve_shape(
-        arm.solver_arm if arm.arch == "gpt" else "q2-geode", data.vocab_size, cfg, cache, plan=plan,
-        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior,
-    )  # fmt: skip
+    try:
+        solver = _solve_shape(arm, cfg, data, cache, plan)
+    except ValueError as e:
+        raise ValueError(f"arm {arm.name} (plan {arm.plan}) at {cfg.budget_bytes:,} bytes: {e}") from None
     model = _model_config(solver, cfg)
     return ArmPlan(
         name=arm.name, kind=arm.kind, model=model, params=_param_count(model), tokens=None, steps=None,
         seconds=None, solver=solver,
+    )  # fmt: skip
+
+
+def _solve_shape(arm: StudyArm, cfg: BenchConfig, data: BenchData, cache: Path, plan: Any) -> dict[str, Any]:
+    """The solver's plan (cached), fill checked against cfg.min_fill (raises ValueError below it)."""
+    return solve_shape(
+        arm.solver_arm, data.vocab_size, cfg, cache, plan=plan,
+        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior,
     )  # fmt: skip
 
 
