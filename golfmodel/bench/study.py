@@ -27,7 +27,7 @@ from golfmodel.bench.minigolf_arm import ArmSpec
 from golfmodel.bench.minigolf_config import Log
 from golfmodel.bench.minigolf_data import BenchData, ensure_bigram
 from golfmodel.bench.minigolf_plan import ArmPlan
-from golfmodel.bench.study_arms import BASELINE, StudyArm
+from golfmodel.bench.study_arms import BASELINE, BIGRAM_SUFFIX, StudyArm
 from golfmodel.bench.study_lr import choose_lr, format_choices, save_choices, split_holdout, sweep_points
 from golfmodel.bench.study_plan import StudyConfig, plan_budget, unit_spec
 
@@ -152,6 +152,11 @@ def run_study(
     return result
 
 
+def baseline_of(arm: StudyArm) -> str:
+    """The name of the int8 arm `arm` is compared with (`int8+bigram` for a +bigram arm)."""
+    return BASELINE + (BIGRAM_SUFFIX if arm.bigram else "")
+
+
 def aggregate_budget(
     arms: Sequence[StudyArm], shapes: dict[str, ArmPlan], rows: dict[str, list[dict[str, Any]]],
     budget: int, margin_nats: float, min_fill: float = 0.95,
@@ -172,19 +177,30 @@ def aggregate_budget(
             "final_bpb": agg["final_bpb"], "final_bpb_std": agg["final_bpb_std"], "n_seeds": agg["n_seeds"],
             "seeds": agg["seeds"],
         }  # fmt: skip
-    base = rows.get(BASELINE)
     for a in arms:
         e = out[a.name]
         e["delta_vs_int8"] = e["p_vs_int8"] = e["penalty_vs_twin"] = None
-        if base is not None and a.name != BASELINE:
+        ref = baseline_of(a)  # the int8 arm with the same bigram setting: the prior is never one side's edge
+        base = rows.get(ref)
+        e["vs"] = ref if base is not None and a.name != ref else None
+        if e["vs"] is not None:
             tpb = tokens_per_byte(base)
             t = stats.gain_test([x["final_bpb"] for x in base], [x["final_bpb"] for x in rows[a.name]],
                                 tokens_per_byte=tpb, margin_nats=margin_nats)  # fmt: skip
-            e["delta_vs_int8"], e["p_vs_int8"] = e["final_bpb"] - out[BASELINE]["final_bpb"], t.p
+            e["delta_vs_int8"], e["p_vs_int8"] = e["final_bpb"] - out[ref]["final_bpb"], t.p
         twin = next((t for t in arms if t.shape_of == a.name), None)
         if twin is not None:
             e["penalty_vs_twin"] = e["final_bpb"] - out[twin.name]["final_bpb"]
     return out
+
+
+def _gap_pair(arms: Sequence[StudyArm]) -> dict[str, str]:
+    """The (q2, int8) pair the trend's gap is fitted on: the plain pair, else the +bigram one."""
+    names = {a.name for a in arms}
+    for suffix in ("", BIGRAM_SUFFIX):
+        if "q2" + suffix in names and BASELINE + suffix in names:
+            return {"q2": "q2" + suffix, "int8": BASELINE + suffix}
+    return {}
 
 
 def aggregate_study(
@@ -225,6 +241,6 @@ def aggregate_study(
     out["details"] = {
         "main_budget": main_b, "margin_nats": cfg.bench.margin_nats, "tokens_per_byte": tpb,
         "margin_bpb": stats.nats_to_bpb(cfg.bench.margin_nats, tpb), "eval": dataclasses.asdict(cfg.bench.eval),
-        "fit": fit_study({b: budgets[b] for b in budgets}), "lr_sweep": cfg.lr_sweep,
+        "fit": fit_study({b: budgets[b] for b in budgets}, **_gap_pair(arms)), "lr_sweep": cfg.lr_sweep,
     }  # fmt: skip
     return out

@@ -85,7 +85,7 @@ def fit_study(
         g = ols([math.log10(b) for b, _ in gap_pts], [y for _, y in gap_pts], math.log10(CHALLENGE_BYTES))
         top = max(b for b, _ in gap_pts)
         gap = {
-            "label": "EXTRAPOLATION (log-linear fit of the gap against log10 budget)",
+            "label": "EXTRAPOLATION (log-linear fit of the gap against log10 budget)", "pair": [q2, int8],
             "points": [{"budget": b, "gap": y} for b, y in gap_pts], "at_16mb": g["pred"], "se": g["pred_se"],
             "ci95": g["ci95"], "slope_per_decade": g["slope"], "dof": g["dof"],
             "factor_bytes": CHALLENGE_BYTES / top,

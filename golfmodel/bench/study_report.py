@@ -44,7 +44,7 @@ def budget_table(arms: dict[str, dict[str, Any]], ranks: dict[str, int]) -> str:
     """One budget's table (markdown)."""
     lines = [
         "| rank | arm | plan | params | artifact bytes | fill | tokens | tokens/param | LR muon/adam | pre-quant bpb | "
-        "final bpb | Δ vs int8 | p (Welch, margin) | penalty vs fp32 twin |",
+        "final bpb | Δ vs int8 (same prior) | p (Welch, margin) | penalty vs fp32 twin |",
         "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n, e in sorted(arms.items(), key=lambda kv: kv[1]["final_bpb"]):
@@ -71,8 +71,8 @@ def verdict(result: dict[str, Any]) -> str:
             continue
         order = sorted(rk, key=rk.get)
         win = order[0]
-        line = f"At {int(b):,} bytes {win} ranks first ({arms[win]['final_bpb']:.4f} bpb)"
-        if "int8" in arms:
+        line = f"At {int(b):,} bytes {win} ranks first of {len(order)} ({arms[win]['final_bpb']:.4f} bpb)"
+        if any(e["vs"] for e in arms.values()):
             ahead = [
                 n for n in order if arms[n]["delta_vs_int8"] is not None and arms[n]["delta_vs_int8"] < 0
             ]

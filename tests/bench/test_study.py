@@ -105,3 +105,11 @@ def test_ranks_leave_out_fp32_twins() -> None:
         "int8": 1,
         "q2": 2,
     }
+
+
+def test_a_bigram_arm_is_compared_with_the_bigram_int8_arm() -> None:
+    """Δ vs int8 pairs arms of the same prior setting: q2+bigram against int8+bigram, q2 against int8."""
+    from golfmodel.bench.study import baseline_of
+    from golfmodel.bench.study_arms import parse_arm
+
+    assert (baseline_of(parse_arm("q2+bigram")), baseline_of(parse_arm("q2"))) == ("int8+bigram", "int8")

@@ -58,3 +58,12 @@ def test_report_has_a_table_per_budget_and_the_extrapolation_label(study: Path) 
     """study.md: one table per budget, the verdict, and the 16 MB gap marked as an extrapolation."""
     md = (study / "study.md").read_text()
     assert "## 40,000 bytes" in md and "## 60,000 bytes" in md and "EXTRAPOLATED" in md
+
+
+def test_engine_flags_are_taken_out_of_the_bench_arguments() -> None:
+    """`--engine prefect --deployment D` select the engine; --workers stays for the bench too."""
+    from golf.flows.cli import _engine
+
+    assert _engine(["--engine", "prefect", "--deployment=golf-bench-arm/gpu", "--workers", "4", "--seeds", "3"]) == (
+        "prefect", "golf-bench-arm/gpu", 4, ["--workers", "4", "--seeds", "3"],
+    )  # fmt: skip
