@@ -139,8 +139,9 @@ def markdown(result: dict[str, Any]) -> str:
     low = [f"{n}@{int(b):,}" for b, m in budgets.items() for n, e in m.items() if not e["fill_ok"]]
     if low:
         out += [
-            f"⚠ trained artifact below the minimum fill: {', '.join(low)} (the solver sizes on measured "
-            "trained ratios; weights trained this briefly compress better).",
+            f"⚠ trained artifact outside [minimum fill, 100%] of its budget: {', '.join(low)} (the solver "
+            "predicts trained bytes from measured ratios; weights trained very briefly compress differently; "
+            "an artifact over its budget would not be a valid entry).",
             "",
         ]
     out += [
