@@ -218,9 +218,19 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
         for n, e in m.items():
             for i, s in enumerate(e["seeds"]):
                 c = s.get("curve") or []
-                ax.plot([p["tokens"] for p in c], [p["val_bpb"] for p in c], color=color[n], alpha=0.7,
+                ax.plot([p["tokens"] for p in c], [p["val_bpb"] for p in c], color=color[n], alpha=0.7, marker=".",
                         label=n if i == 0 else None)  # fmt: skip
-        ax.set(title=f"{int(b):,} bytes", xlabel="training tokens", ylabel="val bpb (slice)")
+                ax.plot(
+                    [s["tokens"]],
+                    [s["final_bpb"]],
+                    marker="*",
+                    markersize=10,
+                    linestyle="none",
+                    color=color[n],
+                )
+        ax.set(
+            title=f"{int(b):,} bytes (★ final, reloaded)", xlabel="training tokens", ylabel="val bpb (slice)"
+        )
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     _save(plt, fig, out / "study-curves.png")
