@@ -172,10 +172,10 @@ class QuantSettings(BaseModel):
         60, ge=1, le=100_000, description="q2-mixed: AdamW steps of the sensitivity probe's fp32 twin."
     )
     mixed_candidates: tuple[str, ...] = Field(
-        ("q2", "int8"),
+        ("q2", "fp16"),
         min_length=1,
-        description="q2-mixed: spec labels the allocator chooses from per part (e.g. q2, int4, int4g64, "
-        "int8); kinds Q2BN version 1 packs (q2, int8) until version 2 lands.",
+        description="q2-mixed: spec labels the allocator chooses from per part (e.g. q2, fp16, int4, int4g64, "
+        "int8). Q2BN version 1 round-trips q2 and fp16 block matrices only; add int kinds once version 2 lands.",
     )
     qat: bool = Field(
         True, description="Quantisation-aware training (off = the fp32 twin; gpt-int8 ignores it)."

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     q.add_argument("--train", action="append", required=True, help="a training shard (repeatable)")
     q.add_argument("--steps", type=int, default=60, help="AdamW steps of the fp32 twin")
     q.add_argument("--seq-len", type=int, default=128)
-    q.add_argument("--candidates", default="q2,int8", help="comma-separated spec labels")
+    q.add_argument("--candidates", default="q2,fp16", help="comma-separated spec labels")
     q.add_argument("--out", required=True, help="where the table (JSON) goes")
     q.set_defaults(func=cmd_probe)
 

@@ -43,7 +43,13 @@ def estimate(cfg: ModelConfig, *, int8_config: Any = None) -> Estimate:
     """Exact parameter count and uncompressed artifact size of `cfg` (model built on the meta device).
 
     int8_config: the gpt-int8 export config (`Int8ZlibConfig`) whose storage rules to follow.
+    Memoised (configs are frozen): a solve revisits points, and solves of one process share shapes.
     """
+    return _estimate(cfg, int8_config)
+
+
+@functools.lru_cache(maxsize=8192)
+def _estimate(cfg: ModelConfig, int8_config: Any) -> Estimate:
     with torch.device("meta"):
         model = build_model(cfg)
     params = sum(p.numel() for p in model.parameters())

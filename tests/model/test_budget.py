@@ -18,7 +18,7 @@ TINY = 100_000  # bytes; byte260 vocabulary
 @pytest.mark.parametrize(("arch", "plan"), [("geode", "q2"), ("gpt", "int8")])
 def test_tiny_budget_fits_and_fills(arch: str, plan: str) -> None:
     """At 100 KB / vocab 260 the predicted trained artifact fits under the margin and fills >= 95%."""
-    p = solve(arch, 260, TINY, plan=plan, confirm=False)
+    p = solve(arch, 260, TINY, plan=plan, groups=1 if arch == "geode" else None, confirm=False)
     assert p.artifact_bytes <= TINY * (1 - p.margin_frac)
     assert p.fill >= 0.95
     assert p.fill == pytest.approx(p.artifact_bytes / TINY)
@@ -28,7 +28,7 @@ def test_tiny_budget_fits_and_fills(arch: str, plan: str) -> None:
 @pytest.mark.parametrize("plan", ["ternary", "int4", "int6"])
 def test_every_named_geode_plan_solves(plan: str) -> None:
     """Each named block plan gets a shape filling >= 95% of a tiny budget, built with that plan's layers."""
-    p = solve("geode", 260, 200_000, plan=plan, confirm=False)
+    p = solve("geode", 260, 200_000, plan=plan, groups=1, confirm=False)
     assert p.fill >= 0.95 and p.config.quant_plan.name == plan
 
 
@@ -36,27 +36,27 @@ def test_artifact_bytes_follow_the_trained_ratios() -> None:
     """artifact_bytes is the per-kind trained-ratio prediction; better-compressing kinds buy a bigger model."""
     one = TrainedRatios({"int8zlib": {"int8": 1.0, "fp16": 1.0}})  # at 100 KB most tensors stay fp16
     half = TrainedRatios({"int8zlib": {"int8": 0.5, "fp16": 0.5}})
-    a = solve("gpt", 260, TINY, ratios=one, confirm=False)
-    b = solve("gpt", 260, TINY, ratios=half, confirm=False)
+    a = solve("gpt", 260, TINY, groups=2, ratios=one, confirm=False)
+    b = solve("gpt", 260, TINY, groups=2, ratios=half, confirm=False)
     assert b.params > a.params
     assert b.artifact_bytes == predict_bytes(estimate(b.config), "int8zlib", half)
 
 
 def test_packed_init_bytes_is_what_the_packer_measures() -> None:
     """confirm=True packs the chosen shape's random init for real: packed_init_bytes, not the prediction."""
-    plan = solve("gpt-int8", 260, 60_000)
+    plan = solve("gpt-int8", 260, 60_000, groups=2)
     assert plan.confirmed and measure(plan.config) == plan.packed_init_bytes
 
 
 def test_margin_frac_is_kept_free() -> None:
     """A 5% margin keeps the predicted artifact under 95% of the budget."""
-    plan = solve("geode", 260, TINY, margin_frac=0.05, confirm=False)
-    assert plan.artifact_bytes <= 0.95 * TINY and plan.fill >= 0.90
+    plan = solve("geode", 260, 300_000, groups=1, margin_frac=0.05, confirm=False)
+    assert plan.artifact_bytes <= 0.95 * 300_000 and plan.fill >= 0.90
 
 
 def test_code_bytes_count_against_the_budget() -> None:
     """artifact + code stays within the budget and fill includes the code."""
-    plan = solve("gpt-int8", 260, TINY, code_bytes=30_000, confirm=False)
+    plan = solve("gpt-int8", 260, TINY, groups=2, code_bytes=30_000, confirm=False)
     assert plan.artifact_bytes + 30_000 <= TINY
     assert plan.fill == pytest.approx((plan.artifact_bytes + 30_000) / TINY)
 
