@@ -22,13 +22,13 @@ from typing import Any
 from golfmodel.bench.minigolf_arm import ArmSpec, arm_key
 from golfmodel.bench.minigolf_config import Ablation, BenchConfig
 from golfmodel.bench.minigolf_data import BenchData
+from golfmodel.bench.minigolf_mixed import mixed_plan_for
 from golfmodel.bench.minigolf_plan import (
     ArmPlan,
     _model_config,
     _param_count,
     make_job,
     matched_tokens,
-    mixed_plan_for,
     solve_shape,
     steps_for,
 )
