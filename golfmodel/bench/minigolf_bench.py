@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per arm (K >= 2 gives p-values)")
     b.add_argument("--first-seed", type=int, default=1337, help="seed of the first run")
     b.add_argument("--workers", type=int, default=2, help="arms trained side by side, one thread each")
+    b.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="cpu",
+        help="trainer device of every unit (cuda/auto for GPU work-pool units; the CPU bench is cpu)",
+    )  # fmt: skip
     b.add_argument("--seq-len", type=int, default=256, help="training sequence length")
     b.add_argument("--batch-tokens", type=int, default=8192, help="tokens per optimiser step")
     b.add_argument("--micro-batch", type=int, default=32, help="sequences per forward pass")
@@ -227,6 +231,7 @@ def config_from_args(args: argparse.Namespace) -> mg.BenchConfig:
             seeds=args.seeds,
             first_seed=args.first_seed,
             workers=args.workers,
+            device=args.device,
             seq_len=args.seq_len,
             global_batch_tokens=args.batch_tokens,
             micro_batch_seqs=args.micro_batch,
