@@ -2,7 +2,12 @@
 
     golf bench minigolf [--data ROOT] [--budget 120000] [--int8-tokens N | --match time --seconds S]
                         [--seeds K] [--workers 2] [--ablate NAME[,NAME]] [--out DIR] [--json FILE]
-    python -m golfmodel.bench.minigolf_bench ...      (the same, without the `golf` dispatcher)
+                        [--arms LIST] [--budgets B1,B2] [--lr-sweep coord] [--bigram-prior off|on|both]
+    golf bench minigolf --engine prefect [--deployment golf-bench-arm/NAME] ...   (units as Prefect runs)
+    python -m golfmodel.bench.minigolf_bench ...      (the same, without the `golf` dispatcher; local engine)
+
+The default is the multi-arm study (`golfmodel.bench.study`, issue 12); `--ablate`, `--calibrate`
+and `--match time` run the 3-arm bench (`golfmodel.bench.minigolf`).
 
 The data default to the sample mirror named by `--data ROOT` or `GOLF_DATA__MIRROR` (read here,
 at the entry point): its sp1024 train/val shards, decoded to byte260 for `--variant byte260`.
