@@ -492,7 +492,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (golfmodel.bench)")
     p.add_argument("name", choices=BENCHES)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
+    p.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        help="arguments of the benchmark (minigolf also: --engine local|prefect, --deployment NAME)",
+    )
     p.set_defaults(func=cmd_bench)
 
     command = next((a for a in argv if not a.startswith("-")), None)
