@@ -15,6 +15,7 @@ storage every worker shares (the unit's result is read back from its run folder)
 
 # No `from __future__ import annotations`: Prefect builds the parameter models from the annotations.
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,4 +79,8 @@ def run(argv: list[str], *, workers: int = 2, deployment: str | None = None) -> 
 
     torch.set_num_threads(1)  # units score in this process's threads: one thread each, as the local pool
     study = golf_bench_study.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
-    return study(argv=list(argv), deployment=deployment)
+    state = study(argv=list(argv), deployment=deployment, return_state=True)
+    if state.is_completed():
+        return int(state.result())
+    print(f"error: the study flow ended {state.type.value}: {state.message}", file=sys.stderr)
+    return 1
