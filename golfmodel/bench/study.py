@@ -71,9 +71,8 @@ def _sweep(
                                                lr=lr, group="sweep", scale=cfg.sweep_scale))  # fmt: skip
             if not specs:
                 continue
-            log(
-                f"LR sweep wave {wave}: {len(specs)} runs at {cfg.sweep_scale:g}x tokens, scored on held-out training tokens"
-            )
+            log(f"LR sweep wave {wave}: {len(specs)} runs at {cfg.sweep_scale:g}x tokens, "
+                "scored on held-out training tokens")  # fmt: skip
             res = execute(specs)
             for s in specs:
                 r = res[s.key]
@@ -171,7 +170,8 @@ def aggregate_budget(
             "plan": a.plan, "arch": a.arch, "kind": a.kind, "params": agg["params"],
             "artifact_bytes": agg["artifact_bytes"], "budget_bytes": budget,
             "fill": stats.summarize(fills).mean, "solver_fill": shapes[a.name].solver["fill"],
-            "budget_bound": not a.is_twin, "fill_ok": a.is_twin or min_fill <= stats.summarize(fills).mean <= 1.0, "tokens": agg["tokens"], "tokens_per_param": agg["tokens_per_param"],
+            "budget_bound": not a.is_twin, "fill_ok": a.is_twin or min_fill <= stats.summarize(fills).mean <= 1.0,
+            "tokens": agg["tokens"], "tokens_per_param": agg["tokens_per_param"],
             "lr": {"muon": r[0]["lr"][0], "adam": r[0]["lr"][1]},
             "prequant_bpb": agg["prequant_bpb"], "prequant_bpb_std": agg["prequant_bpb_std"],
             "final_bpb": agg["final_bpb"], "final_bpb_std": agg["final_bpb_std"], "n_seeds": agg["n_seeds"],

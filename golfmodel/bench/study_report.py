@@ -108,9 +108,10 @@ def verdict(result: dict[str, Any]) -> str:
     sc = fit.get("scale")
     if sc and "factor_params" in sc:
         parts.append(
-            f"Scale: the largest budget here is {sc['largest_budget']:,} bytes, ×{sc['factor_bytes']:,.0f} below 16 MB; its "
-            f"int8 arm has {sc['int8_params']:,} parameters and {sc['int8_tokens']:,} tokens, ×{sc['factor_params']:,.0f} "
-            f"and ×{sc['factor_tokens']:,.0f} below the challenge baseline ({sc['challenge_tokens_per_param']:.0f} tokens/param)."
+            f"Scale: the largest budget here is {sc['largest_budget']:,} bytes, ×{sc['factor_bytes']:,.0f} "
+            f"below 16 MB; its int8 arm has {sc['int8_params']:,} parameters and {sc['int8_tokens']:,} tokens, "
+            f"×{sc['factor_params']:,.0f} and ×{sc['factor_tokens']:,.0f} below the challenge baseline "
+            f"({sc['challenge_tokens_per_param']:.0f} tokens/param)."
         )
     return " ".join(parts)
 
@@ -186,8 +187,8 @@ def plots(result: dict[str, Any], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for n in names:
         pts = sorted((int(b), m[n]) for b, m in budgets.items() if n in m)
-        ax.errorbar([b for b, _ in pts], [e["final_bpb"] for _, e in pts], yerr=[e["final_bpb_std"] or 0 for _, e in pts],
-                    marker="o", capsize=3, color=color[n], label=n)  # fmt: skip
+        ys, err = [e["final_bpb"] for _, e in pts], [e["final_bpb_std"] or 0 for _, e in pts]
+        ax.errorbar([b for b, _ in pts], ys, yerr=err, marker="o", capsize=3, color=color[n], label=n)
     ax.set(
         xscale="log",
         xlabel="budget (bytes, log)",
