@@ -58,7 +58,8 @@ def solve_shape(
     from golfmodel.model import budget
     from golfmodel.quant.plan import arm_arch, parse_arm
 
-    baseline_export = parse_arm(arm, plan)[1].export == "int8zlib"  # the baseline's float rules apply
+    arch_arm = arm if plan is None else arm_arch(arm)  # an alias arm name fixes its own plan
+    baseline_export = parse_arm(arch_arm, plan)[1].export == "int8zlib"  # the baseline's float rules apply
     keep = cfg.int8_keep_float_numel if baseline_export else None
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
@@ -73,7 +74,7 @@ def solve_shape(
             "bigram_logprior": bigram_table,
         }
         if plan is not None:
-            kw["plan"], arm = plan, arm_arch(arm)  # an alias arm name fixes its own plan
+            kw["plan"], arm = plan, arch_arm
         if keep is None:
             kw["pattern"] = pattern
         elif keep != BASELINE_KEEP_FLOAT:

@@ -79,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # typ
     r.add_argument("--checkpoint", action="append", required=True, help="a trainer final.pt (repeatable)")
     r.add_argument("--extra", default="ternary,int4,int6", help="block specs also measured on q2bn models")
     r.add_argument("--out", default=None, help="default: golfmodel/model/trained_ratio.json")
+    r.add_argument(
+        "--int8-keep-float", type=int, default=None,
+        help="int8zlib checkpoints: tensors of <= N elements stay float (the bench scales 65,536 by the budget)",
+    )  # fmt: skip
     r.add_argument("--regime", default="cpu", help="name of the regime these checkpoints measure")
     r.add_argument(
         "--up-to-budget", type=int, default=None, help="largest budget the regime covers (none: all)"
@@ -228,7 +232,12 @@ def cmd_ratio(args: argparse.Namespace) -> int:
         extra = tuple(QuantSpec.parse(s) for s in args.extra.split(",") if s)
         for ck in args.checkpoint:
             model = load_trained(ck)
-            export, ratios, container = measure_ratios(model, extra=extra)
+            icfg = None
+            if args.int8_keep_float is not None:
+                from golfmodel.q2bn.int8zlib import Int8ZlibConfig
+
+                icfg = Int8ZlibConfig(keep_float_max_numel=args.int8_keep_float)
+            export, ratios, container = measure_ratios(model, extra=extra, int8_config=icfg)
             c = model.config
             sha = hashlib.sha256(Path(ck).read_bytes()).hexdigest()[:12]
             what = f"{c.arch}/{c.quant_plan.name} d{c.d_model}x{c.depth} V{c.vocab_size} ({Path(ck).name} sha256 {sha})"

@@ -153,11 +153,11 @@ def _q2bn_groups(model: nn.Module, extra: Sequence[Any]) -> dict[str, bytearray]
     return groups
 
 
-def _int8zlib_groups(model: nn.Module) -> dict[str, bytearray]:
+def _int8zlib_groups(model: nn.Module, int8_config: Any = None) -> dict[str, bytearray]:
     """label → the baseline's quantised bytes (int8 codes + fp16 scales; passthrough by dtype)."""
-    from golfmodel.q2bn.int8zlib import quantize_state
+    from golfmodel.q2bn.int8zlib import Int8ZlibConfig, quantize_state
 
-    obj = quantize_state(model.state_dict())
+    obj = quantize_state(model.state_dict(), int8_config or Int8ZlibConfig())
     groups: dict[str, bytearray] = {}
     for name, q in obj["quantized"].items():
         buf = groups.setdefault("int8", bytearray())
@@ -170,8 +170,13 @@ def _int8zlib_groups(model: nn.Module) -> dict[str, bytearray]:
     return groups
 
 
-def measure_ratios(model: nn.Module, *, extra: Sequence[Any] = ()) -> tuple[str, dict[str, float], float]:
-    """(export, label → compressed/raw, container factor) of a trained `model` under its own plan."""
+def measure_ratios(
+    model: nn.Module, *, extra: Sequence[Any] = (), int8_config: Any = None
+) -> tuple[str, dict[str, float], float]:
+    """(export, label → compressed/raw, container factor) of a trained `model` under its own plan.
+
+    int8_config: the baseline export's rules (`Int8ZlibConfig`; the bench scales keep-float by the budget).
+    """
     from golfmodel.model.budget import predict_bytes
     from golfmodel.model.probe import estimate, packer_for
 
@@ -180,12 +185,12 @@ def measure_ratios(model: nn.Module, *, extra: Sequence[Any] = ()) -> tuple[str,
     if export == "q2bn":
         groups, compress = _q2bn_groups(model, extra), _zstd
     else:
-        groups, compress = _int8zlib_groups(model), _zlib
+        groups, compress = _int8zlib_groups(model, int8_config), _zlib
     ratios = {label: compress(bytes(buf)) / len(buf) for label, buf in groups.items() if buf}
     with tempfile.TemporaryDirectory(prefix="golf-ratio-") as tmp:
-        real = packer_for(plan)(model, Path(tmp) / "ratio.bin")
+        real = packer_for(plan, int8_config)(model, Path(tmp) / "ratio.bin")
     table = TrainedRatios({export: ratios})
-    container = real / predict_bytes(estimate(model.config), export, table)
+    container = real / predict_bytes(estimate(model.config, int8_config=int8_config), export, table)
     return export, ratios, container
 
 

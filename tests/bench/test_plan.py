@@ -105,3 +105,9 @@ def test_settings_quant_fields_reach_the_trainer_and_recalibration() -> None:
     """quant.tau_method / quant.recalibrate mean what the pipeline's settings of those names mean."""
     ab = mg.parse_ablation("quant.tau_method=std+quant.recalibrate=off")
     assert ab.qat == {"tau_method": "std"} and ab.recalibrate == "off" and ab.quant == {}
+
+
+def test_a_plan_override_solves_on_the_alias_arm(tmp_path) -> None:
+    """solve_shape("q2-geode", plan=...) sizes that plan on the geode architecture (no alias clash)."""
+    plan = mg.solve_shape("q2-geode", 260, mg.BenchConfig(), tmp_path / "solver.json", plan="int6")
+    assert plan["plan"] == "int6" and plan["config"]["arm"] == "geode" and plan["fill"] >= 0.9
