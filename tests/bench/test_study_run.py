@@ -6,6 +6,7 @@ score per unit: sweep units score best at muon 0.04 / adam 0.004, so the choice 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -131,3 +132,20 @@ def test_int8_tokens_per_param_are_kept_across_budgets(study) -> None:
 
     tpp = {b: s.job["train"]["max_steps"] * 1024 / _param_count(s.job["model"]) for b, s in i8.items()}
     assert tpp[60_000] == pytest.approx(tpp[40_000], rel=0.05)
+
+
+def test_an_arm_below_the_minimum_fill_stops_the_study_naming_it(tmp_path: Path, sample_root: Path) -> None:
+    """A solver shape under 95% of the budget fails planning with the arm, plan and budget named."""
+    sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
+    data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
+                     val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
+
+    def int4_short(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        p = fake_solve(arm, vocab, budget_bytes, **kw)
+        return dataclasses.replace(p, fill=0.94) if kw.get("plan") == "int4" else p
+
+    cfg = StudyConfig(bench=BenchConfig(budget_bytes=40_000), arms=("int4", "int8"), lr_sweep="off")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(budget, "solve", int4_short)
+        with pytest.raises(ValueError, match=r"arm int4 \(plan int4\) at 40,000 bytes: .*fills 94.0%"):
+            run_study(cfg, data, tmp_path, execute=Recorder(), log=lambda s: None)
