@@ -99,7 +99,7 @@ def run_study(
     cfg: StudyConfig, data: BenchData, out_dir: str | Path, *, execute: Execute | None = None,
     json_path: str | Path | None = None, log: Log = print,
 ) -> dict[str, Any]:  # fmt: skip
-    """Plan, sweep, run and aggregate the study; writes study.{md,json}, bench.json and the plots into out_dir."""
+    """Plan, sweep, run and aggregate the study; writes study.md, minigolf.json, bench.json, lr.json and plots."""
     from golfmodel.bench import study_report
 
     out = Path(out_dir).resolve()
