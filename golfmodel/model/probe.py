@@ -55,6 +55,8 @@ def _estimate(cfg: ModelConfig, int8_config: Any) -> Estimate:
     params = sum(p.numel() for p in model.parameters())
     breakdown: dict[str, int] = {}
     raw = CONTAINER_BYTES[cfg.quant_plan.export]
+    if cfg.plan is not None:  # a non-default plan's table travels in the header (q2-mixed: ~1-3 KB of JSON)
+        raw += len(cfg.quant_plan.to_json())
     for row in param_report(model, int8_config=int8_config):
         key = "bigram" if row.name.endswith("bigram_logprior") else row.kind  # trained_ratio.BIGRAM_KEY
         breakdown[key] = breakdown.get(key, 0) + row.bytes
