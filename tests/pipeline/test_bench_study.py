@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ARGS = [
-    "--arms", "q2,int8", "--budget", "40000", "--budgets", "60000", "--int8-tokens", "4096", "--seeds", "1",
+    "--arms", "q2,int8", "--budget", "50000", "--budgets", "60000", "--int8-tokens", "4096", "--seeds", "1",
     "--lr-sweep", "off", "--seq-len", "64", "--batch-tokens", "2048", "--micro-batch", "32",
     "--eval-seq-len", "64", "--eval-tokens", "2048", "--val-points", "1", "--val-tokens", "512",
 ]  # fmt: skip
@@ -36,8 +36,8 @@ def test_every_unit_is_a_task_run(study: Path) -> None:
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="main-")))
     names = {r.name for r in runs if r.state is not None and r.state.is_completed()}
     assert {
-        "main-q2-b40000-s1337",
-        "main-int8-b40000-s1337",
+        "main-q2-b50000-s1337",
+        "main-int8-b50000-s1337",
         "main-q2-b60000-s1337",
         "main-int8-b60000-s1337",
     } <= names
@@ -46,7 +46,7 @@ def test_every_unit_is_a_task_run(study: Path) -> None:
 def test_study_json_has_both_budgets_with_every_arm_filled(study: Path) -> None:
     """minigolf.json maps each budget to both arms, solved to >= 95% of it; Δ vs int8 is q2 − int8."""
     data = json.loads((study / "minigolf.json").read_text())
-    assert set(data["budgets"]) == {"40000", "60000"}
+    assert set(data["budgets"]) == {"50000", "60000"}
     for arms in data["budgets"].values():
         assert set(arms) == {"q2", "int8"} and all(a["solver_fill"] >= 0.95 for a in arms.values())
         assert arms["q2"]["delta_vs_int8"] == pytest.approx(
@@ -57,7 +57,7 @@ def test_study_json_has_both_budgets_with_every_arm_filled(study: Path) -> None:
 def test_report_has_a_table_per_budget_and_the_extrapolation_label(study: Path) -> None:
     """study.md: one table per budget, the verdict, and the 16 MB gap marked as an extrapolation."""
     md = (study / "study.md").read_text()
-    assert "## 40,000 bytes" in md and "## 60,000 bytes" in md and "EXTRAPOLATED" in md
+    assert "## 50,000 bytes" in md and "## 60,000 bytes" in md and "EXTRAPOLATED" in md
 
 
 def test_engine_flags_are_taken_out_of_the_bench_arguments() -> None:
