@@ -145,6 +145,10 @@ def _parser() -> argparse.ArgumentParser:
         help="extra budgets of the scaling trend (int8 tokens/param kept at --budget's)",
     )  # fmt: skip
     s.add_argument("--trend-seeds", type=int, default=1, help="seeds at the budgets other than --budget")
+    s.add_argument(
+        "--plan-only", action="store_true",
+        help="print every arm's solver fill (and parameters) at every budget, train nothing",
+    )  # fmt: skip
     s.add_argument("--lr-sweep", choices=("off", "coord", "grid"), default="coord", help="per-arm LR sweep")
     s.add_argument(
         "--muon-lrs", default=",".join(f"{x:g}" for x in DEFAULT_MUON_LRS), help="Muon LR points (<= 3)"
@@ -335,6 +339,11 @@ def main(
             return calibrate(cfg, data, out, args.calibrate)
         if is_study(args):
             study = study_from_args(args, cfg)
+            if args.plan_only:
+                from golfmodel.bench.study_plan import fill_table
+
+                print(fill_table(study, data, out))
+                return 0
             result = run_study(
                 study,
                 data,

@@ -191,3 +191,22 @@ def unit_spec(
     tag = "sweep-" if group == "sweep" else ""
     run_dir = out / "arms" / f"{tag}{arm.name.replace('+', '_')}-b{budget}-s{seed}-{key[:10]}"
     return dataclasses.replace(spec, job={**job, "out_dir": str(run_dir)}, key=key, run_dir=str(run_dir))
+
+
+def fill_table(cfg: StudyConfig, data: BenchData, out: Path) -> str:
+    """Every arm's solver fill at every budget, without training (`--plan-only`); ⚠ below `min_fill`.
+
+    Solves with the minimum lifted (so every point is shown) and marks the ones the study would refuse.
+    """
+    loose = dataclasses.replace(cfg, min_fill=0.0)
+    arms = [a for a in cfg.study_arms() if not a.is_twin]
+    lines = ["| budget | " + " | ".join(a.name for a in arms) + " |", "|---:|" + "---:|" * len(arms)]
+    for b in cfg.all_budgets:
+        shapes = plan_budget(loose, b, data, out)
+        cells = []
+        for a in arms:
+            p = shapes[a.name]
+            mark = "" if p.solver["fill"] >= cfg.min_fill else " ⚠"
+            cells.append(f"{p.solver['fill']:.2%} ({p.params:,} p){mark}")
+        lines.append(f"| {b:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

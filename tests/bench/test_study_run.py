@@ -149,3 +149,22 @@ def test_an_arm_below_the_minimum_fill_stops_the_study_naming_it(tmp_path: Path,
         mp.setattr(budget, "solve", int4_short)
         with pytest.raises(ValueError, match=r"arm int4 \(plan int4\) at 40,000 bytes: .*fills 94.0%"):
             run_study(cfg, data, tmp_path, execute=Recorder(), log=lambda s: None)
+
+
+def test_plan_only_table_marks_the_points_the_study_would_refuse(tmp_path: Path, sample_root: Path) -> None:
+    """--plan-only lists every arm's solver fill per budget and flags those under the minimum."""
+    from golfmodel.bench.study_plan import fill_table
+
+    sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
+    data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
+                     val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
+
+    def int4_short(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        p = fake_solve(arm, vocab, budget_bytes, **kw)
+        return dataclasses.replace(p, fill=0.90) if kw.get("plan") == "int4" else p
+
+    cfg = StudyConfig(bench=BenchConfig(budget_bytes=40_000), arms=("int4", "int8"), lr_sweep="off")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(budget, "solve", int4_short)
+        table = fill_table(cfg, data, tmp_path)
+    assert "90.00%" in table and "⚠" in table and "96.00%" in table
