@@ -9,7 +9,8 @@ Issue 11 item 4. The fp32 twin (the shape with every linear plain: no QAT) train
 the same training tokens (never validation: SPEC §3) scores it. Then for every part — the block
 matrices of one family (`attn_qkv`, `attn_o`, `mlp_in`, `mlp_down`, `cfc_in`, `cfc_out`) at one
 depth (Geode group / gpt layer), and the embedding — and every candidate spec, that part alone
-is replaced by its dequantised weights (the kind's own scale fit) and the held-out loss re-measured:
+is replaced by its dequantised weights (the kind's own scale fit) and the held-out loss re-measured (the default
+plan's own spec for the part — q2, the embedding's int8:absmax — is always among the candidates):
 Δ loss = loss(part quantised) − loss(fp32). Parts that a spec cannot store (a group size that
 does not divide the row) get no entry.
 
@@ -211,6 +212,11 @@ def parts(model: nn.Module) -> dict[tuple[str, int | None], list[nn.Module]]:
     return out
 
 
+def spec_text(spec: QuantSpec) -> str:
+    """The label QuantSpec.parse reads back as `spec` ("int8:absmax", "q2", "int4g64:learned")."""
+    return spec.label if spec.scale == "fit" or not spec.has_scale else f"{spec.label}:{spec.scale}"
+
+
 def _quantised(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     from golfmodel.quant.kinds import kind_for
 
@@ -257,10 +263,12 @@ def run_probe(
         model = train_twin(twin, train, probe, bigram_logprior)
         base = _loss(model, held)
         rows = []
-        specs = [(label, QuantSpec.parse(label)) for label in probe.candidates]
+        default = named_plan(default_plan_name(cfg.arch))
         for (family, depth), mods in parts(model).items():
             saved = [m.weight.detach().clone() for m in mods]
-            for label, spec in specs:
+            own = spec_text(default.spec_for(family, depth))  # the default plan's spec is always a candidate
+            labels = list(dict.fromkeys([*probe.candidates, own]))
+            for label, spec in ((lb, QuantSpec.parse(lb)) for lb in labels):
                 if family == "embed" and spec.kind in EMBED_EXCLUDED_KINDS:
                     continue
                 try:

@@ -79,7 +79,7 @@ def test_probe_holds_out_the_tail_of_the_training_tokens() -> None:
 
 
 def test_toy_probe_measures_every_part_and_spec(tmp_path) -> None:
-    """A 3-step probe at toy size has a row per part x candidate (embed: int kinds only) and round-trips."""
+    """A 3-step probe at toy size: a row per part x candidate (embed: int kinds + its default) that round-trips."""
     cfg = ModelConfig(
         arm="q2-geode",
         vocab_size=64,
@@ -97,7 +97,7 @@ def test_toy_probe_measures_every_part_and_spec(tmp_path) -> None:
     table = run_probe(cfg, rng.integers(0, 64, 2000), probe)
     parts = {(r.family, r.depth) for r in table.rows}
     assert ("mlp_down", 0) in parts and ("cfc_out", 0) in parts and ("embed", None) in parts
-    assert {r.spec for r in table.rows if r.family == "embed"} == {"int8"}
+    assert {r.spec for r in table.rows if r.family == "embed"} == {"int8", "int8:absmax"}  # + its default
     assert len([r for r in table.rows if r.family == "mlp_down"]) == 2
     table.save(tmp_path / "s.json")
     assert SensitivityTable.load(tmp_path / "s.json") == table
