@@ -6,6 +6,7 @@
     golf ui | golf serve | golf report RUN | golf gc [--older-than DAYS]
     golf data ... | golf inspect FILE | golf model plan ... | golf train --dry-run | golf bench NAME
     golf eval ARTIFACT --val GLOB [--tokenizer MODEL | --variant byte260] [--stride S] [--nproc N] [--json FILE]
+    golf doctor gpu [--smoke] [--out DIR]
 
 This is the entry point, so it is where the environment is read (`GOLF_*` through the settings
 loader, `PREFECT_*` by Prefect). Prefect is imported only by the commands that need it, so
@@ -204,25 +205,37 @@ def cmd_settings_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """`golf train --dry-run`: the GPU job's plan (model, memory, FLOPs, projected time) and its command."""
-    if not args.dry_run:
-        raise UsageError(
-            "golf train runs only with --dry-run; training runs as a pipeline stage (golf run / golf stage train)"
-        )
-    from golf.settings.convert import torchrun_command, train_job
-
-    settings = _settings(args)
-    from golfmodel.train.dryrun import dry_run
+def _dry_job(settings: Settings) -> tuple[Any, Path]:
+    """The train stage's TrainJob with placeholder paths (nothing is read), and its out folder."""
+    from golf.settings.convert import train_job
 
     out = Path(settings.pipeline.artifacts_dir).resolve() / "cache" / "train" / "KEY"
     job = train_job(
         settings, vocab_size=settings.vocab_size, train_shards=["<train shards>"], val_shards=["<val shards>"],
         tokenizer="<tokenizer>", bigram_logprior="<bigram>" if settings.model.bigram_prior else None, out_dir=out,
     )  # fmt: skip
+    return job, out
+
+
+def _step_cost_cache(settings: Settings) -> Path:
+    return Path(settings.pipeline.artifacts_dir).resolve() / "cache" / "step_cost"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """`golf train --dry-run`: the GPU job's plan (model, memory, step-cost projection) and its command."""
+    if not args.dry_run:
+        raise UsageError(
+            "golf train runs only with --dry-run; training runs as a pipeline stage (golf run / golf stage train)"
+        )
+    from golf.settings.convert import torchrun_command
+
+    settings = _settings(args)
+    from golfmodel.train.dryrun import dry_run
+
+    job, out = _dry_job(settings)
     report = dry_run(
-        job, settings.train.nproc, args.device, mfu=args.mfu,
-        eval_seq_len=settings.eval.seq_len, eval_stride=settings.eval.stride or settings.eval.seq_len,
+        job, settings.train.nproc, args.device, cache_dir=_step_cost_cache(settings),
+        eval_stride=settings.eval.stride or settings.eval.seq_len, calibration_ratio=args.calibration_ratio,
     )  # fmt: skip
     print(report.format())
     print(
@@ -330,7 +343,31 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHES = ("model", "pack", "tokenise", "minigolf", "dist")
+BENCHES = ("model", "pack", "tokenise", "minigolf", "dist", "step")
+
+
+def _bench_step(argv: list[str]) -> int:
+    """`golf bench step --preset P [--arm A] [--gpu G] [--design D] [--json FILE] [--set k=v]`."""
+    p = argparse.ArgumentParser(
+        prog="golf bench step", description="step-cost model of a preset's job (projection)"
+    )
+    _add_settings_args(p)
+    p.set_defaults(preset="h100x8")
+    p.add_argument("--arm", default=None, help="override model.arm (the budget solver sizes it)")
+    p.add_argument("--gpu", default="H100", choices=("H100", "H200"), help="GPU profile (default H100)")
+    p.add_argument("--design", default="today", choices=("today", "after"), help="design --json summarises")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the summary as JSON")
+    args = p.parse_args(argv)
+    if args.arm:
+        args.overrides = [*args.overrides, f"model.arm={args.arm}"]
+    settings = _settings(args)
+    from golfmodel.bench.step_bench import run
+
+    job, _ = _dry_job(settings)
+    return run(
+        job, world_size=settings.train.nproc, gpu=args.gpu, design=args.design, json_path=args.json,
+        cache_dir=_step_cost_cache(settings),
+    )  # fmt: skip
 
 
 def _engine(rest: list[str]) -> tuple[str, str | None, int, list[str]]:
@@ -380,7 +417,12 @@ def _bench_on_prefect(rest: list[str], deployment: str | None, workers: int) -> 
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Dispatch to `golfmodel.bench.<name>_bench.main(argv)`; `minigolf --engine prefect` runs it as a flow."""
+    """Dispatch to `golfmodel.bench.<name>_bench.main(argv)`.
+
+    `step` needs settings (`_bench_step`); `minigolf --engine prefect` runs the study as a flow.
+    """
+    if args.name == "step":
+        return _bench_step(args.rest)
     if args.name == "minigolf":
         engine, deployment, workers, rest = _engine(list(args.rest))
         if engine == "prefect":
@@ -410,6 +452,7 @@ LIBRARY_COMMANDS = {
         "write a challenge records folder (submission.json, train_gpt.py, artifact)",
     ),
     "eval": ("golfmodel.eval.cli", "score an artifact on validation shards (torchrun with --nproc)"),
+    "doctor": ("golfmodel.doctor", "one-shot checks of a lent GPU: golf doctor gpu [--smoke] [--out DIR]"),
 }
 
 
@@ -461,8 +504,16 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="plan the job (meta device) and print the torchrun command"
     )
-    p.add_argument("--device", default="H100", help="GPU to project onto (default H100)")
-    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
+    p.add_argument(
+        "--device",
+        default="H100",
+        choices=("H100", "H200"),
+        help="GPU profile to project onto (default H100)",
+    )
+    p.add_argument(
+        "--calibration-ratio", type=float, default=None, metavar="R",
+        help="use this step-cost calibration ratio instead of counting the baseline (e.g. a measured one)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ui", help="start a local Prefect server + UI (analytics off) and print its URL")

@@ -55,3 +55,14 @@ def train_shard(sample_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def docs_jsonl(sample_data: Path) -> Path:
     return sample_data / "docs_selected.jsonl"
+
+
+@pytest.fixture(scope="session")
+def step_cost_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An artifacts dir whose step-cost cache holds `golfmodel.doctor.SMOKE_MODEL`'s counts (counted once)."""
+    from golfmodel.bench.step_count import count_arm
+    from golfmodel.doctor import SMOKE_MODEL, SMOKE_SEQ_LEN
+
+    root = tmp_path_factory.mktemp("artifacts")
+    count_arm(SMOKE_MODEL, seq_len=SMOKE_SEQ_LEN, cache_dir=root / "cache" / "step_cost")
+    return root

@@ -5,20 +5,18 @@
 
 The model is built on the meta device (no memory, no init). Packed bytes come from
 `golfmodel.model.param_report` (payload at each tensor's storage kind, before zstd, without
-record headers). The rest are estimates, stated as such:
-- memory per GPU = fp32 weights + fp32 grads + optimiser state (Muon momentum; AdamW m, v)
-  + the averaged copy + activations of one micro-batch in bf16 (a per-block rule of thumb,
-  fp32 CfC scan tensors, fp32 logits and their gradient);
-- training FLOPs per token = 6·N + 12·L_attn·d·T (PaLM's count, N = matrix parameters used per
-  token including the head; no causal discount);
-- time = FLOPs / (GPUs · peak · MFU);
-- sliding-window evaluation: every `stride` tokens a window of `eval_seq_len` tokens is run
-  forward (2·N + 4·L_attn·d·T per token), against the challenge's 10-minute evaluation limit.
+record headers). Memory per GPU is an estimate: fp32 weights + fp32 grads + optimiser state
+(Muon momentum; AdamW m, v) + the averaged copy + activations of one micro-batch in bf16 (a
+per-block rule of thumb, fp32 CfC scan tensors, fp32 logits and their gradient).
+
+Step time, tokens in the budget, the sliding-window evaluation (stride `eval_stride`, the full
+validation split, all ranks) and the compile warm-up are the step-cost model's
+(`golfmodel.bench.step_bench.step_cost`: FLOPs and inductor's bytes counted on the real blocks,
+calibrated on the challenge baseline), for today's code and for the fused design; projections.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,10 +26,6 @@ from torch import nn
 from golfmodel.train.config import TrainJob
 from golfmodel.train.muon import split_params
 
-# dense bf16 tensor-core peaks (no sparsity), FLOP/s
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
-GPU_MEMORY_GB = {"H100": 80.0, "H200": 141.0, "A100": 80.0, "L40S": 48.0}
-FINEWEB_VAL_TOKENS = 62_000_000  # ≈ the challenge's sp1024 validation split (50,000 documents)
 EVAL_LIMIT_S = 600.0  # the challenge's evaluation time limit
 
 
@@ -51,24 +45,22 @@ class DryRunReport:
     memory_gb: dict[str, float]  # per GPU
     memory_total_gb: float
     gpu_memory_gb: float
-    flops_per_token: float
-    flops_per_step: float
-    mfu: float
-    step_seconds: float
+    step_cost: Any  # golfmodel.bench.step_bench.StepCost: today's and the fused design, calibrated
+    step_seconds: float  # today's code, calibrated
     wallclock_seconds: float | None
     max_steps: int | None
     projected_steps: int
     projected_tokens: int
     eval_tokens: int
-    eval_seq_len: int
     eval_stride: int
-    eval_flops: float
     eval_seconds: float
     eval_limit_seconds: float
     command: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["step_cost"] = self.step_cost.summary()
+        return d
 
     def format(self) -> str:
         """A readable table."""
@@ -92,8 +84,11 @@ class DryRunReport:
                 + ", ".join(f"{k} {v:.2f}" for k, v in gb.items())
                 + ")",
             ),
-            ("FLOPs", f"{self.flops_per_token:.3e} / token, {self.flops_per_step:.3e} / step"),
-            ("step time", f"{self.step_seconds * 1e3:.1f} ms at {self.mfu:.0%} MFU"),
+            (
+                "step time",
+                f"{self.step_seconds * 1e3:.1f} ms today, {self.step_cost.after.step_ms:.1f} ms after the fused "
+                f"design (projection, calibration ratio {self.step_cost.ratio:.3f})",
+            ),
             (
                 "budget",
                 f"{self.projected_steps:,} steps, {self.projected_tokens:,} tokens"
@@ -102,14 +97,19 @@ class DryRunReport:
             ),
             (
                 "sliding eval",
-                f"{self.eval_tokens:,} tok, window {self.eval_seq_len}, stride {self.eval_stride}: "
-                f"{self.eval_flops:.3e} FLOPs, {self.eval_seconds:.1f} s of {self.eval_limit_seconds:.0f} s limit"
+                f"{self.eval_tokens:,} tok, stride {self.eval_stride}, {self.world_size} ranks: "
+                f"{self.eval_seconds:.1f} s of {self.eval_limit_seconds:.0f} s limit"
                 + (" (OK)" if self.eval_seconds <= self.eval_limit_seconds else " (OVER)"),
+            ),
+            (
+                "compile warm-up",
+                f"{self.step_cost.today.graphs} graph(s), ~{self.step_cost.today.compile_warmup_seconds:.0f} s "
+                f"(after: {self.step_cost.after.graphs}, ~{self.step_cost.after.compile_warmup_seconds:.0f} s)",
             ),
             ("command", self.command),
         ]
         w = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+        return "\n".join(f"{k:<{w}}  {v}" for k, v in rows) + "\n\n" + self.step_cost.format()
 
 
 def _meta_model(job: TrainJob) -> nn.Module:
@@ -139,19 +139,21 @@ def dry_run(
     world_size: int,
     device_name: str = "H100",
     *,
-    mfu: float = 0.4,
-    eval_tokens: int = FINEWEB_VAL_TOKENS,
-    eval_seq_len: int | None = None,
+    cache_dir: str | None = None,
     eval_stride: int = 64,
+    calibration_ratio: float | None = None,
 ) -> DryRunReport:
-    """Project a job onto `world_size` GPUs of `device_name` (see the module docstring for the model)."""
-    if device_name not in PEAK_BF16:
-        raise ValueError(f"dry_run: unknown device {device_name!r}; known: {sorted(PEAK_BF16)}")
-    if not 0 < mfu <= 1:
-        raise ValueError(f"dry_run: mfu must be in (0, 1], got {mfu}")
+    """Project a job onto `world_size` GPUs of `device_name` (see the module docstring).
+
+    cache_dir: the step-cost counts' cache; calibration_ratio: given instead of counting the baseline.
+    """
+    from golfmodel.bench.step_bench import step_cost
+    from golfmodel.bench.step_cost import GPUS
     from golfmodel.model import param_report
 
-    cfg, t = job.model, job.train
+    if device_name not in GPUS:
+        raise ValueError(f"dry_run: unknown device {device_name!r}; known: {sorted(GPUS)}")
+    t = job.train
     model = _meta_model(job)
     rows = param_report(model)
     by_kind: dict[str, int] = {}
@@ -176,25 +178,16 @@ def dry_run(
         "qat": 5 * n_q2 / gib,  # dequantised forward weights (fp32) + STE masks
         "activations": _activation_bytes_per_token(job) * micro_tokens / gib,
     }
-    n_attn = cfg.depth * cfg.pattern.count("G") if cfg.arm == "q2-geode" else cfg.depth
-    n_flop = matrix + cfg.vocab_size * cfg.d_model  # block matrices + the head matmul
-    flops_token = 6 * n_flop + 12 * n_attn * cfg.d_model * t.seq_len
-    flops_step = flops_token * t.global_batch_tokens
-    peak = PEAK_BF16[device_name]
-    step_s = flops_step / (world_size * peak * mfu)
-    wall = t.max_wallclock_seconds or None
-    steps = math.inf
-    if wall:
-        steps = wall / step_s
+    sc = step_cost(
+        job, world_size=world_size, gpu=device_name, cache_dir=cache_dir, eval_stride=eval_stride,
+        ratio=calibration_ratio,
+    )  # fmt: skip
+    today = sc.today
+    steps = today.steps_in_budget if t.max_wallclock_seconds else t.max_steps
     if t.max_steps:
         steps = min(steps, t.max_steps)
-    steps_i = int(steps)
-    L = eval_seq_len or t.seq_len
-    n_windows = max(1, math.ceil((eval_tokens - L) / eval_stride) + 1)
-    eval_flops = n_windows * L * (2 * n_flop + 4 * n_attn * cfg.d_model * L)
-    eval_s = eval_flops / (world_size * peak * mfu)
     return DryRunReport(
-        arm=cfg.arm,
+        arm=job.model.arm,
         params=n_params,
         matrix_params=matrix,
         packed_bytes=sum(by_kind.values()),
@@ -205,20 +198,16 @@ def dry_run(
         micro_batch_tokens=micro_tokens,
         memory_gb={k: round(v, 4) for k, v in memory.items()},
         memory_total_gb=round(sum(memory.values()), 4),
-        gpu_memory_gb=GPU_MEMORY_GB[device_name],
-        flops_per_token=float(flops_token),
-        flops_per_step=float(flops_step),
-        mfu=mfu,
-        step_seconds=step_s,
-        wallclock_seconds=wall,
+        gpu_memory_gb=GPUS[device_name].memory_gb,
+        step_cost=sc,
+        step_seconds=today.step_ms / 1e3,
+        wallclock_seconds=t.max_wallclock_seconds or None,
         max_steps=t.max_steps or None,
-        projected_steps=steps_i,
-        projected_tokens=steps_i * t.global_batch_tokens,
-        eval_tokens=eval_tokens,
-        eval_seq_len=L,
-        eval_stride=eval_stride,
-        eval_flops=float(eval_flops),
-        eval_seconds=eval_s,
+        projected_steps=int(steps),
+        projected_tokens=int(steps) * t.global_batch_tokens,
+        eval_tokens=today.eval_tokens,
+        eval_stride=today.eval_stride,
+        eval_seconds=today.eval_seconds,
         eval_limit_seconds=EVAL_LIMIT_S,
         command=f"torchrun --standalone --nproc_per_node={world_size} -m golfmodel.train --job {job.out_dir}/RUN.json",
     )

@@ -86,13 +86,19 @@ def test_library_error_types_resolve() -> None:
     assert [n for n in _ERROR_NAMES if n.split(":")[1] not in names] == []
 
 
-def test_train_dry_run_prints_the_plan_and_torchrun_command(capsys: pytest.CaptureFixture[str]) -> None:
-    """`golf train --dry-run --preset h100x8` plans on the meta device and prints the 8-process torchrun."""
-    assert main(["train", "--dry-run", "--preset", "h100x8", "--set", "model.solve=false"]) == 0
+def test_train_dry_run_prints_the_plan_and_torchrun_command(
+    capsys: pytest.CaptureFixture[str], step_cost_artifacts: Path
+) -> None:
+    """`golf train --dry-run --preset h100x8` plans on the meta device, projects the step, prints the 8-process torchrun."""
+    tiny = ["model.solve=false", "model.d_model=32", "model.depth=1", "model.pattern=GC"]
+    tiny += ["train.seq_len=64", "eval.seq_len=64", f"pipeline.artifacts_dir={step_cost_artifacts}"]
+    argv = ["train", "--dry-run", "--preset", "h100x8", "--calibration-ratio", "1.25"]
+    assert main([*argv, *(a for kv in tiny for a in ("--set", kv))]) == 0  # counts come from the shared cache
     out = capsys.readouterr().out
     exact = [line for line in out.splitlines() if line.startswith("exact command")]
     assert (
         "parameters" in out
+        and "step-cost model (PROJECTION)" in out
         and exact
         and "--standalone --nproc_per_node=8 -m golfmodel.train --job" in exact[0]
     )
