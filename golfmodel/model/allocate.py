@@ -114,10 +114,10 @@ def mixed_plan(table: SensitivityTable, choices: Any) -> QuantPlan:
 
 def format_allocation(alloc: Allocation) -> str:
     """The chosen spec per part with its compressed bytes and Δ loss."""
-    lines = [f"{'part':<16}{'depth':>6}{'spec':>10}{'bytes':>12}{'Δ loss':>10}"]
+    lines = [f"{'part':<16}{'depth':>6}{'spec':>14}{'bytes':>12}{'Δ loss':>10}"]
     for r in alloc.choices:
         lines.append(
-            f"{r.family:<16}{'all' if r.depth is None else r.depth:>6}{r.spec:>10}"
+            f"{r.family:<16}{'all' if r.depth is None else r.depth:>6}{r.spec:>14}"
             f"{alloc.compressed_bytes[_key(r)]:>12,}{r.delta_loss:>10.4f}"
         )
     lines.append(
