@@ -370,10 +370,64 @@ def _bench_step(argv: list[str]) -> int:
     )  # fmt: skip
 
 
+def _engine(rest: list[str]) -> tuple[str, str | None, int, list[str]]:
+    """(engine, deployment, workers, the other arguments) of `golf bench minigolf` (the CLI's own flags)."""
+    engine, deployment, workers, out, it = "local", None, 2, [], iter(rest)
+    for a in it:
+        key, eq, val = a.partition("=")
+        if key in ("--engine", "--deployment", "--workers"):
+            val = val if eq else next(it, "")
+            if key == "--engine":
+                engine = val
+            elif key == "--deployment":
+                deployment = val
+            else:
+                workers = int(val)
+                out += ["--workers", val]
+            continue
+        out.append(a)
+    if engine not in ("local", "prefect"):
+        raise UsageError(f"--engine: must be local or prefect, got {engine!r}")
+    if deployment is not None and engine != "prefect":
+        raise UsageError("--deployment needs --engine prefect")
+    return engine, deployment, workers, out
+
+
+def _bench_on_prefect(rest: list[str], deployment: str | None, workers: int) -> int:
+    """The study as a Prefect flow (every unit a task run), on this checkout's server or a temporary one."""
+    from golf.flows import server as srv
+
+    temporary: srv.TemporaryServer | None = None
+    try:
+        url = _prepare_prefect()
+        if url is None:
+            temporary = srv.TemporaryServer()
+            temporary.start()
+            os.environ["PREFECT_API_URL"] = temporary.api_url
+        print(srv.describe(url, temporary), file=sys.stderr)
+        from golf.flows.bench import run as run_study_flow
+
+        if temporary is not None:
+            temporary.wait_ready(float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]))
+        return run_study_flow(rest, workers=workers, deployment=deployment)
+    finally:
+        srv.drain_prefect()
+        if temporary is not None:
+            temporary.stop()
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Dispatch to `golfmodel.bench.<name>_bench.main(argv)` (`step` needs settings: `_bench_step`)."""
+    """Dispatch to `golfmodel.bench.<name>_bench.main(argv)`.
+
+    `step` needs settings (`_bench_step`); `minigolf --engine prefect` runs the study as a flow.
+    """
     if args.name == "step":
         return _bench_step(args.rest)
+    if args.name == "minigolf":
+        engine, deployment, workers, rest = _engine(list(args.rest))
+        if engine == "prefect":
+            return _bench_on_prefect(rest, deployment, workers)
+        args.rest = rest
     try:
         module = importlib.import_module(f"golfmodel.bench.{args.name}_bench")
     except ImportError as e:
@@ -489,7 +543,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (golfmodel.bench)")
     p.add_argument("name", choices=BENCHES)
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the benchmark")
+    p.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        help="arguments of the benchmark (minigolf also: --engine local|prefect, --deployment NAME)",
+    )
     p.set_defaults(func=cmd_bench)
 
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -85,6 +85,14 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def _label(s: ArmSpec) -> str:
+    """`q2 seed 1337`, with the study's budget and, for sweep units, the LR point."""
+    x = s.extra
+    at = f" @{x['budget']:,} B" if "budget" in x else ""
+    lr = f" (sweep: muon {x['muon_lr']:g}, adam {x['adam_lr']:g})" if s.group == "sweep" else ""
+    return f"{s.name}{at} seed {s.seed}{lr}"
+
+
 def run_specs(specs: Sequence[ArmSpec], workers: int, log: Log = print) -> dict[str, dict[str, Any]]:
     """Run every distinct spec (by key), `workers` at a time; results by key. Cached ones are read back."""
     unique: dict[str, ArmSpec] = {}
@@ -107,14 +115,14 @@ def run_specs(specs: Sequence[ArmSpec], workers: int, log: Log = print) -> dict[
         nonlocal done
         done += 1
         log(
-            f"[{done}/{total}] {s.name} seed {s.seed}: {r['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tok/s, "
+            f"[{done}/{total}] {_label(s)}: {r['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tok/s, "
             f"prequant {r['prequant_bpb']:.4f}, final {r['final_bpb']:.4f} bpb "
             f"({r['wall_seconds'] / 60:.1f} min; {(time.perf_counter() - t0) / 60:.1f} min elapsed)"
         )
 
     if workers == 1 or len(todo) <= 1:
         for s in todo:
-            log(f"running {s.name} seed {s.seed} in {s.run_dir}")
+            log(f"running {_label(s)} in {s.run_dir}")
             results[s.key] = run_arm(s)
             report(s, results[s.key])
         return results

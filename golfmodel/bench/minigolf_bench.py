@@ -2,7 +2,12 @@
 
     golf bench minigolf [--data ROOT] [--budget 120000] [--int8-tokens N | --match time --seconds S]
                         [--seeds K] [--workers 2] [--ablate NAME[,NAME]] [--out DIR] [--json FILE]
-    python -m golfmodel.bench.minigolf_bench ...      (the same, without the `golf` dispatcher)
+                        [--arms LIST] [--budgets B1,B2] [--lr-sweep coord] [--bigram-prior off|on|both]
+    golf bench minigolf --engine prefect [--deployment golf-bench-arm/NAME] ...   (units as Prefect runs)
+    python -m golfmodel.bench.minigolf_bench ...      (the same, without the `golf` dispatcher; local engine)
+
+The default is the multi-arm study (`golfmodel.bench.study`, issue 12); `--ablate`, `--calibrate`
+and `--match time` run the 3-arm bench (`golfmodel.bench.minigolf`).
 
 The data default to the sample mirror named by `--data ROOT` or `GOLF_DATA__MIRROR` (read here,
 at the entry point): its sp1024 train/val shards, decoded to byte260 for `--variant byte260`.
@@ -23,6 +28,10 @@ from pathlib import Path
 
 from golfmodel.bench import minigolf as mg
 from golfmodel.bench.minigolf_arm import ArmFailed, EvalSpec
+from golfmodel.bench.study import Execute, run_study
+from golfmodel.bench.study_arms import DEFAULT_ARMS
+from golfmodel.bench.study_lr import DEFAULT_ADAM_LRS, DEFAULT_HOLDOUT_TOKENS, DEFAULT_MUON_LRS
+from golfmodel.bench.study_plan import STUDY_MIN_FILL, StudyConfig
 
 DEFAULT_OUT = Path("artifacts") / "bench" / "minigolf"
 
@@ -81,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, default=1, metavar="K", help="seeds per arm (K >= 2 gives p-values)")
     b.add_argument("--first-seed", type=int, default=1337, help="seed of the first run")
     b.add_argument("--workers", type=int, default=2, help="arms trained side by side, one thread each")
+    b.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="cpu",
+        help="trainer device of every unit (cuda/auto for GPU work-pool units; the CPU bench is cpu)",
+    )  # fmt: skip
     b.add_argument("--seq-len", type=int, default=256, help="training sequence length")
     b.add_argument("--batch-tokens", type=int, default=8192, help="tokens per optimiser step")
     b.add_argument("--micro-batch", type=int, default=32, help="sequences per forward pass")
@@ -89,8 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         help="gpt-int8 keeps tensors of <= N elements float (default: the baseline's 65,536 scaled by budget/16e6)",
     )  # fmt: skip
     b.add_argument(
-        "--min-fill", type=float, default=mg.MIN_FILL, help="minimum budget fill of the solver's shapes"
-    )
+        "--min-fill", type=float, default=None,
+        help=f"minimum budget fill of the solver's shapes (default {STUDY_MIN_FILL} study, {mg.MIN_FILL} 3-arm)",
+    )  # fmt: skip
     e = p.add_argument_group("scoring")
     e.add_argument("--eval-seq-len", type=int, default=256, help="scoring window")
     e.add_argument(
@@ -116,6 +130,38 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--recalibrate", choices=("off", "mse", "act"), default="mse",
         help="τ-recalibration stage on q2-geode (the pipeline's quant.recalibrate; default mse)",
+    )  # fmt: skip
+    s = p.add_argument_group("study (issue 12; used unless --ablate, --calibrate or --match time)")
+    s.add_argument(
+        "--arms", default=",".join(DEFAULT_ARMS), metavar="LIST",
+        help="arms: plan names on geode (q2, q2-mixed, ternary, int4, int6), int8 (gpt-int8), fp32-twin, "
+        "<arm>-fp32 (twin of that arm's shape), <arm>+bigram",
+    )  # fmt: skip
+    s.add_argument(
+        "--bigram-prior", choices=("off", "on", "both"), default="off", help="bigram log-prior for every arm"
+    )
+    s.add_argument(
+        "--budgets", default="", metavar="B1,B2,...",
+        help="extra budgets of the scaling trend (int8 tokens/param kept at --budget's)",
+    )  # fmt: skip
+    s.add_argument("--trend-seeds", type=int, default=1, help="seeds at the budgets other than --budget")
+    s.add_argument(
+        "--plan-only", action="store_true",
+        help="print every arm's solver fill (and parameters) at every budget, train nothing",
+    )  # fmt: skip
+    s.add_argument("--lr-sweep", choices=("off", "coord", "grid"), default="coord", help="per-arm LR sweep")
+    s.add_argument(
+        "--muon-lrs", default=",".join(f"{x:g}" for x in DEFAULT_MUON_LRS), help="Muon LR points (<= 3)"
+    )
+    s.add_argument(
+        "--adam-lrs", default=",".join(f"{x:g}" for x in DEFAULT_ADAM_LRS), help="Adam LR points (<= 3)"
+    )
+    s.add_argument(
+        "--sweep-scale", type=float, default=0.25, help="tokens of a sweep run relative to its arm's"
+    )
+    s.add_argument(
+        "--holdout-tokens", type=int, default=DEFAULT_HOLDOUT_TOKENS,
+        help="training tokens held out to score the sweep (never validation)",
     )  # fmt: skip
     o = p.add_argument_group("output")
     o.add_argument(
@@ -194,6 +240,7 @@ def config_from_args(args: argparse.Namespace) -> mg.BenchConfig:
             seeds=args.seeds,
             first_seed=args.first_seed,
             workers=args.workers,
+            device=args.device,
             seq_len=args.seq_len,
             global_batch_tokens=args.batch_tokens,
             micro_batch_seqs=args.micro_batch,
@@ -205,11 +252,40 @@ def config_from_args(args: argparse.Namespace) -> mg.BenchConfig:
             recalibrate=args.recalibrate,
             ablations=mg.expand_ablations(args.ablate),
             ablation_scale=args.ablate_scale,
-            min_fill=args.min_fill,
+            min_fill=mg.MIN_FILL if args.min_fill is None else args.min_fill,
             int8_keep_float=args.int8_keep_float,
         )
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _floats(raw: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in raw.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"{what}: a comma list of numbers, got {raw!r}") from None
+
+
+def study_from_args(args: argparse.Namespace, bench: mg.BenchConfig) -> StudyConfig:
+    """The study's config from the flags (its trainer and scoring settings are the 3-arm bench's)."""
+    try:
+        budgets = tuple(int(x) for x in args.budgets.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--budgets: a comma list of byte counts, got {args.budgets!r}") from None
+    try:
+        return StudyConfig(
+            bench=bench, arms=tuple(args.arms.split(",")), bigram_prior=args.bigram_prior, budgets=budgets,
+            trend_seeds=args.trend_seeds, lr_sweep=args.lr_sweep, muon_lrs=_floats(args.muon_lrs, "--muon-lrs"),
+            adam_lrs=_floats(args.adam_lrs, "--adam-lrs"), sweep_scale=args.sweep_scale,
+            holdout_tokens=args.holdout_tokens, min_fill=STUDY_MIN_FILL if args.min_fill is None else args.min_fill,
+        )  # fmt: skip
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def is_study(args: argparse.Namespace) -> bool:
+    """The study runs unless the 3-arm bench's own modes are asked for (ablations, calibration, time matching)."""
+    return not (args.ablate or args.calibrate is not None or args.match == "time")
 
 
 def calibrate(cfg: mg.BenchConfig, data: mg.BenchData, out: Path, seconds: float) -> int:
@@ -238,8 +314,16 @@ def calibrate(cfg: mg.BenchConfig, data: mg.BenchData, out: Path, seconds: float
     return 0
 
 
-def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Entry point of `golf bench minigolf`; `environ` defaults to os.environ (read only here)."""
+def main(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    execute: Execute | None = None,
+) -> int:
+    """Entry point of `golf bench minigolf`; `environ` defaults to os.environ (read only here).
+
+    execute: how the study's units run (default: the local pool; `golf.flows.bench` passes Prefect task runs).
+    """
     args = _parser().parse_args(list(argv) if argv is not None else None)
     env = os.environ if environ is None else environ
     try:
@@ -253,6 +337,26 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         )  # fmt: skip
         if args.calibrate is not None:
             return calibrate(cfg, data, out, args.calibrate)
+        if is_study(args):
+            study = study_from_args(args, cfg)
+            if args.plan_only:
+                from golfmodel.bench.study_plan import fill_table
+
+                print(fill_table(study, data, out))
+                return 0
+            result = run_study(
+                study,
+                data,
+                out,
+                execute=execute,
+                json_path=args.json,
+                log=lambda s: print(s, file=sys.stderr),
+            )
+            from golfmodel.bench.study_report import markdown as study_markdown
+
+            print(study_markdown(result))
+            print(f"results: {out}")
+            return 0
         result = mg.run_bench(cfg, data, out, json_path=args.json, log=lambda s: print(s, file=sys.stderr))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -51,6 +51,8 @@ class BenchConfig:
     margin_nats: float = stats.CHALLENGE_MARGIN_NATS
     min_fill: float = MIN_FILL
     checkpoints: int = 4  # checkpoints per run, so an interrupted bench resumes mid-run
+    # the trainer's device: cpu for the CPU bench; cuda/auto for units on a GPU work pool
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
     # gpt-int8 export: tensors with at most this many elements stay float. None = the baseline's
     # 65,536 scaled by budget/16,000,000, so matrices are int8 rows at any budget (see the docs).
     int8_keep_float: int | None = None
@@ -74,6 +76,7 @@ class BenchConfig:
         check(self.seeds >= 1, f"seeds must be >= 1, got {self.seeds}")
         check(self.workers >= 1, f"workers must be >= 1, got {self.workers}")
         check(0 < self.ablation_scale <= 1, f"ablation_scale must be in (0, 1], got {self.ablation_scale}")
+        check(self.device in ("cpu", "cuda", "auto"), f"device must be cpu|cuda|auto, got {self.device!r}")
         check(self.val_points >= 0, f"val_points must be >= 0, got {self.val_points}")
         check(0 <= self.min_fill <= 1, f"min_fill must be in [0, 1], got {self.min_fill}")
         check(

@@ -318,8 +318,8 @@ def make_job(
         val_batch_seqs=32,
         final_val=False,  # the bench scores the whole validation stream itself
         checkpoint_every=max(1, est_steps // cfg.checkpoints) if cfg.checkpoints else 0,
-        device="cpu",
-        dtype="fp32",
+        device=cfg.device,
+        dtype="fp32" if cfg.device == "cpu" else "auto",  # bf16 autocast on CUDA, as the pipeline
         threads=1,
         log_every=max(1, est_steps // 50),
         progress_bar=False,

@@ -18,17 +18,18 @@ TINY = [
     "--budget", "40000", "--int8-tokens", "8192", "--seeds", "1", "--workers", "1",
     "--seq-len", "64", "--batch-tokens", "2048", "--micro-batch", "32", "--eval-seq-len", "64",
     "--eval-tokens", "2048", "--val-points", "2", "--val-tokens", "512",
+    "--arms", "fp32-twin,q2,int8", "--lr-sweep", "off",
 ]  # fmt: skip
 ARM_FIELDS = {"params", "artifact_bytes", "tokens", "tokens_per_param", "prequant_bpb", "final_bpb", "seeds"}
 
 
 def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: object) -> budget.Plan:
     """A fixed tiny plan that fills 95% of the budget."""
-    cfg = budget.make_config(arm, vocab, 32, 1, pattern="GC")
+    cfg = budget.make_config(arm, vocab, 32, 1, plan=kw.get("plan"), pattern="GC")
     fill = 0.95
     return budget.Plan(
         config=cfg, params=0, artifact_bytes=int(fill * budget_bytes), code_bytes=0, budget_bytes=budget_bytes,
-        fill=fill, estimate_bytes=0, confirmed=True,
+        fill=fill, estimate_bytes=1, confirmed=True, trained_ratio=1.0,
     )  # fmt: skip
 
 
@@ -53,7 +54,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory, sample_root: Path) -> Path:
 
 
 def test_bench_json_has_exactly_the_documented_shape(bench: Path) -> None:
-    """--json holds the three arms, penalty_bpb, gain_bpb, p_penalty and p_gain, nothing else."""
+    """--json holds the three arms, penalty_bpb, gain_bpb, p_penalty, p_gain and the study's `arms` (one budget)."""
     data = json.loads((bench / "r.json").read_text())
     assert set(data) == {
         "q2-geode",
@@ -63,6 +64,7 @@ def test_bench_json_has_exactly_the_documented_shape(bench: Path) -> None:
         "gain_bpb",
         "p_penalty",
         "p_gain",
+        "arms",
     }
     for arm in ("q2-geode", "q2-geode-fp32", "gpt-int8"):
         assert ARM_FIELDS <= set(data[arm]) and len(data[arm]["seeds"]) == 1
@@ -81,9 +83,9 @@ def test_fp32_twin_has_the_q2_shape_and_tokens(bench: Path) -> None:
 
 
 def test_bench_writes_the_table_and_the_plot(bench: Path) -> None:
-    """minigolf.md has the main table; minigolf.png is a PNG."""
-    assert "| (a) q2-geode |" in (bench / "minigolf.md").read_text()
-    assert (bench / "minigolf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    """study.md has the budget table; study-pareto.png is a PNG."""
+    assert "| q2 | q2 |" in (bench / "study.md").read_text()
+    assert (bench / "study-pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_second_bench_reuses_every_arm(bench: Path, sample_root: Path) -> None:
@@ -101,7 +103,7 @@ def test_second_bench_reuses_every_arm(bench: Path, sample_root: Path) -> None:
 
 def test_lost_result_is_rescored_without_retraining(bench: Path, sample_root: Path) -> None:
     """An arm interrupted after training (no result.json) is packed and scored again, not retrained."""
-    (run,) = bench.glob("arms/gpt-int8-*")
+    (run,) = bench.glob("arms/int8-*")
     log_size = (run / "train.log").stat().st_size
     (run / "result.json").unlink()
     assert _run(bench, sample_root) == 0

@@ -1,0 +1,106 @@
+"""The study's arm table (issue 12): an arm is an architecture × quantisation plan × treatment.
+
+    arms = parse_arms("fp32-twin,q2,q2-mixed,ternary,int4,int6,int8", bigram="off")
+    arms[0].name, arms[0].plan, arms[0].kind        # "fp32-twin", "q2", "q2-geode-fp32"
+
+Arm names are plan names on the Geode architecture, except `int8` (gpt-int8: the challenge
+baseline's module and int8 + zlib export) and `fp32-twin` (the q2 arm's shape, never quantised:
+the 2-bit penalty's reference). `<arm>-fp32` is the fp32 twin of any other arm's shape (opt-in);
+`<arm>+bigram` is the arm with the bigram log-prior (`--bigram-prior both` adds one per arm).
+
+`kind` is the treatment `minigolf_arm` applies (STYLE §11: the only place that maps arm names):
+"q2-geode" = QAT with the plan's storage kinds, packed as Q2BN; "q2-geode-fp32" = no QAT, fp32
+rows (an fp32 twin, of either architecture); "gpt-int8" = the baseline, quantised after training.
+`legacy` names the arms the 3-arm bench's JSON keys keep (`q2-geode`, `q2-geode-fp32`, `gpt-int8`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_ARMS = ("fp32-twin", "q2", "q2-mixed", "ternary", "int4", "int6", "int8")
+GEODE_PLANS = ("q2", "q2-mixed", "ternary", "int4", "int6")  # geode × these plans are arms of that name
+BASELINE = "int8"  # the reference arm every Δ is measured against
+LEGACY_KEYS = {"q2": "q2-geode", "fp32-twin": "q2-geode-fp32", "int8": "gpt-int8"}
+TWIN_SUFFIX = "-fp32"
+BIGRAM_SUFFIX = "+bigram"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyArm:
+    """One row of the study: its name, architecture, plan, treatment, and whose shape it borrows."""
+
+    name: str
+    arch: Literal["geode", "gpt"]
+    plan: str  # a plan name of golfmodel.quant.plan (q2-mixed: the allocator's, built per budget)
+    kind: str  # the treatment: "q2-geode" | "q2-geode-fp32" | "gpt-int8" (see the module docstring)
+    shape_of: str | None = None  # an fp32 twin: the arm whose solved shape and tokens it takes
+    bigram: bool = False
+
+    @property
+    def solver_arm(self) -> str:
+        """The name `budget.solve` takes for this architecture (its alias for the baseline)."""
+        return "gpt-int8" if self.arch == "gpt" else "geode"
+
+    @property
+    def is_twin(self) -> bool:
+        return self.shape_of is not None
+
+    @property
+    def legacy(self) -> str | None:
+        """The 3-arm bench's JSON key of this arm, if it has one (never for +bigram arms)."""
+        return None if self.bigram else LEGACY_KEYS.get(self.name)
+
+
+def _base(name: str) -> StudyArm:
+    if name == BASELINE:
+        return StudyArm(name=name, arch="gpt", plan="int8", kind="gpt-int8")
+    if name in GEODE_PLANS:
+        return StudyArm(name=name, arch="geode", plan=name, kind="q2-geode")
+    if name == "fp32-twin":
+        return StudyArm(name=name, arch="geode", plan="q2", kind="q2-geode-fp32", shape_of="q2")
+    if name.endswith(TWIN_SUFFIX):
+        of = _base(name.removesuffix(TWIN_SUFFIX))
+        if of.is_twin:
+            raise ValueError(f"--arms: {name!r} is the twin of a twin")
+        return StudyArm(name=name, arch=of.arch, plan=of.plan, kind="q2-geode-fp32", shape_of=of.name)
+    known = ", ".join((*DEFAULT_ARMS, "<arm>-fp32", "<arm>+bigram"))
+    raise ValueError(f"--arms: unknown arm {name!r}; known: {known}")
+
+
+def parse_arm(name: str) -> StudyArm:
+    """One arm by name (`int4`, `int6-fp32`, `q2+bigram`); raises ValueError naming the known ones."""
+    name = name.strip()
+    bigram = name.endswith(BIGRAM_SUFFIX)
+    arm = _base(name.removesuffix(BIGRAM_SUFFIX))
+    if not bigram:
+        return arm
+    shape_of = None if arm.shape_of is None else arm.shape_of + BIGRAM_SUFFIX
+    return StudyArm(name=name, arch=arm.arch, plan=arm.plan, kind=arm.kind, shape_of=shape_of, bigram=True)
+
+
+def parse_arms(spec: str | tuple[str, ...], *, bigram: str = "off") -> tuple[StudyArm, ...]:
+    """The study's arms from a comma list; `bigram` off | on (every arm with the prior) | both (each twice).
+
+    A twin's source arm is added when missing (the twin needs its shape); order is kept.
+    """
+    if bigram not in ("off", "on", "both"):
+        raise ValueError(f"--bigram-prior: must be off, on or both, got {bigram!r}")
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not names:
+        raise ValueError("--arms: the list is empty")
+    out: list[str] = []
+    for n in names:
+        base = n.removesuffix(BIGRAM_SUFFIX)
+        variants = {"off": [base], "on": [base + BIGRAM_SUFFIX], "both": [base, base + BIGRAM_SUFFIX]}[bigram]
+        for v in variants if not n.endswith(BIGRAM_SUFFIX) else [n]:
+            if v not in out:
+                out.append(v)
+    arms = [parse_arm(n) for n in out]
+    have = {a.name for a in arms}
+    for a in list(arms):
+        if a.shape_of is not None and a.shape_of not in have:
+            arms.insert(0, parse_arm(a.shape_of))
+            have.add(a.shape_of)
+    return tuple(arms)

@@ -1,0 +1,170 @@
+"""The study's wiring with a recording executor (no training): sweep on held-out training tokens, LR hand-over, JSON.
+
+The solver is a fixed tiny plan (width grows with the budget) and the executor returns a made-up
+score per unit: sweep units score best at muon 0.04 / adam 0.004, so the choice is checkable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from golfmodel.bench.minigolf_arm import ArmSpec
+from golfmodel.bench.minigolf_config import BenchConfig
+from golfmodel.bench.minigolf_data import BenchData
+from golfmodel.bench.study import run_study
+from golfmodel.bench.study_plan import StudyConfig
+from golfmodel.bench.study_report import PUBLIC_KEYS
+from golfmodel.model import budget
+
+ARM_KEYS = {"plan", "params", "artifact_bytes", "budget_bytes", "fill", "tokens", "tokens_per_param", "lr",
+            "prequant_bpb", "final_bpb", "final_bpb_std"}  # fmt: skip
+
+
+def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+    """A width-32 (40 KB) or width-48 plan of the asked arm × plan that fills 96% of the budget."""
+    plan = kw.get("plan") if arm != "gpt-int8" else None
+    cfg = budget.make_config(arm, vocab, 32 if budget_bytes < 50_000 else 48, 1, plan=plan, pattern="GC")
+    return budget.Plan(
+        config=cfg, params=0, artifact_bytes=int(0.96 * budget_bytes), code_bytes=0, budget_bytes=budget_bytes,
+        fill=0.96, estimate_bytes=1, confirmed=True, trained_ratio=1.0,
+    )  # fmt: skip
+
+
+class Recorder:
+    """An executor that records every unit and returns a made-up result for it."""
+
+    def __init__(self) -> None:
+        self.specs: list[ArmSpec] = []
+
+    def __call__(self, specs: list[ArmSpec]) -> dict[str, dict[str, Any]]:
+        self.specs += specs
+        out = {}
+        for s in specs:
+            x = s.extra
+            bpb = (
+                3.0 + abs(x["muon_lr"] - 0.04) + abs(x["adam_lr"] - 0.004) + (0.1 if s.name == "q2" else 0.0)
+            )
+            steps = int(s.job["train"]["max_steps"])
+            tokens = steps * int(s.job["train"]["global_batch_tokens"])
+            out[s.key] = {
+                "seed": s.seed, "params": 1000 + x["budget"] // 100, "artifact_bytes": int(0.97 * x["budget"]),
+                "steps": steps, "tokens": tokens, "tokens_per_s": 1.0, "train_seconds": 1.0, "prequant_bpb": bpb,
+                "final_bpb": bpb, "prequant_nll": 1.0, "final_nll": 1.0, "recalibration": None, "curve": [],
+                "cached": False, "model": s.job["model"], "n_targets": 100, "n_bytes": 100,
+            }  # fmt: skip
+        return out
+
+
+@pytest.fixture(scope="module")
+def study(
+    tmp_path_factory: pytest.TempPathFactory, sample_root: Path
+) -> tuple[dict[str, Any], Recorder, Path]:
+    out = tmp_path_factory.mktemp("study")
+    sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
+    data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
+                     val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
+    bench = BenchConfig(
+        budget_bytes=40_000,
+        int8_tokens=8192,
+        seq_len=64,
+        global_batch_tokens=1024,
+        micro_batch_seqs=16,
+        workers=1,
+    )
+    cfg = StudyConfig(bench=bench, arms=("fp32-twin", "q2", "int8"), budgets=(60_000,), muon_lrs=(0.02, 0.04),
+                      adam_lrs=(0.004, 0.008), holdout_tokens=4096)  # fmt: skip
+    rec = Recorder()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(budget, "solve", fake_solve)
+        result = run_study(cfg, data, out, execute=rec, log=lambda s: None)
+    return result, rec, sp / "fineweb_val_000000.bin"
+
+
+def test_sweep_units_are_scored_on_held_out_training_tokens(study) -> None:
+    """No sweep unit trains or scores on a validation shard."""
+    _, rec, val = study
+    sweep = [s for s in rec.specs if s.group == "sweep"]
+    assert sweep and all(
+        str(val) not in (*s.val_shards, *s.job["val_shards"], *s.job["train_shards"]) for s in sweep
+    )
+
+
+def test_main_units_take_the_chosen_lr_and_twins_their_arm_s(study) -> None:
+    """The best sweep point (0.04 / 0.004) trains every main unit; the twin has q2's LR (no sweep of its own)."""
+    result, rec, _ = study
+    main = [s for s in rec.specs if s.group == "main"]
+    assert {(s.job["optim"]["muon_lr"], s.job["optim"]["adam_lr"]) for s in main} == {(0.04, 0.004)}
+    assert not [s for s in rec.specs if s.group == "sweep" and s.name == "fp32-twin"]
+    assert result["arms"]["fp32-twin"]["lr"] == {"muon": 0.04, "adam": 0.004}
+
+
+def test_study_json_keeps_the_3_arm_keys_and_adds_arms_and_budgets(study) -> None:
+    """minigolf.json: q2-geode, q2-geode-fp32, gpt-int8, penalty/gain with p, `arms` and `budgets`."""
+    result, _, _ = study
+    on_disk = json.loads((Path(result["details"]["out_dir"]) / "minigolf.json").read_text())
+    assert set(on_disk) == set(PUBLIC_KEYS)
+    assert {
+        "q2-geode",
+        "q2-geode-fp32",
+        "gpt-int8",
+        "penalty_bpb",
+        "gain_bpb",
+        "p_penalty",
+        "p_gain",
+        "arms",
+        "budgets",
+    } <= set(result)
+    assert all(ARM_KEYS <= set(e) for e in result["arms"].values())
+    assert set(result["budgets"]) == {"40000", "60000"}
+    assert result["penalty_bpb"] == pytest.approx(0.1)
+
+
+def test_int8_tokens_per_param_are_kept_across_budgets(study) -> None:
+    """The int8 arm's planned tokens grow with its parameter count (to the global batch)."""
+    _, rec, _ = study
+    i8 = {s.extra["budget"]: s for s in rec.specs if s.group == "main" and s.name == "int8"}
+    from golfmodel.bench.minigolf_plan import _param_count
+
+    tpp = {b: s.job["train"]["max_steps"] * 1024 / _param_count(s.job["model"]) for b, s in i8.items()}
+    assert tpp[60_000] == pytest.approx(tpp[40_000], rel=0.05)
+
+
+def test_an_arm_below_the_minimum_fill_stops_the_study_naming_it(tmp_path: Path, sample_root: Path) -> None:
+    """A solver shape under 95% of the budget fails planning with the arm, plan and budget named."""
+    sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
+    data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
+                     val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
+
+    def int4_short(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        p = fake_solve(arm, vocab, budget_bytes, **kw)
+        return dataclasses.replace(p, fill=0.94) if kw.get("plan") == "int4" else p
+
+    cfg = StudyConfig(bench=BenchConfig(budget_bytes=40_000), arms=("int4", "int8"), lr_sweep="off")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(budget, "solve", int4_short)
+        with pytest.raises(ValueError, match=r"arm int4 \(plan int4\) at 40,000 bytes: .*fills 94.0%"):
+            run_study(cfg, data, tmp_path, execute=Recorder(), log=lambda s: None)
+
+
+def test_plan_only_table_marks_the_points_the_study_would_refuse(tmp_path: Path, sample_root: Path) -> None:
+    """--plan-only lists every arm's solver fill per budget and flags those under the minimum."""
+    from golfmodel.bench.study_plan import fill_table
+
+    sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
+    data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
+                     val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
+
+    def int4_short(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        p = fake_solve(arm, vocab, budget_bytes, **kw)
+        return dataclasses.replace(p, fill=0.90) if kw.get("plan") == "int4" else p
+
+    cfg = StudyConfig(bench=BenchConfig(budget_bytes=40_000), arms=("int4", "int8"), lr_sweep="off")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(budget, "solve", int4_short)
+        table = fill_table(cfg, data, tmp_path)
+    assert "90.00%" in table and "⚠" in table and "96.00%" in table
