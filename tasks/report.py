@@ -107,8 +107,8 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
     bpb_rows = [
         ("bigram baseline (val)", data["bigram_bpb"]),
         ("pre-quant (training weights, val slice)", data["prequant_bpb"]),
-        ("post-quant (before τ recalibration, val slice)", data["postquant_bpb"]),
-        ("post-recalibration (val slice)", data["recalibrated_bpb"]),
+        ("post-quant (before τ recalibration, held-out train tokens)", data["postquant_bpb"]),
+        ("post-recalibration (held-out train tokens)", data["recalibrated_bpb"]),
         (
             f"final: from the artifact, {val.values.get('mode')} (stride {val.values.get('stride')})",
             data["final_bpb"],
