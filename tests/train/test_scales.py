@@ -130,3 +130,21 @@ def test_learned_scales_move_and_round_trip_through_the_artifact(
     for a, b in zip(layers, qlinears(loaded), strict=True):
         assert torch.equal(b.stored_scale(), a.stored_scale())
         assert torch.equal(b.weight.detach(), a.effective_weight())
+
+
+def test_learned_scales_resume_from_a_checkpoint_exactly(
+    make_job: Callable[..., TrainJob], tmp_path: Path
+) -> None:
+    """A run resumed from its step-4 checkpoint ends with the same learned τ (and Adam state) as the unbroken run."""
+    import shutil
+
+    job = _learned_q2(make_job("whole", train={"max_steps": 8, "checkpoint_every": 4}))
+    train(job)
+    again = dataclasses.replace(job, out_dir=str(tmp_path / "resumed"))
+    (tmp_path / "resumed" / "ckpt").mkdir(parents=True)
+    shutil.copy(Path(job.out_dir) / "ckpt" / "step_000004.pt", tmp_path / "resumed" / "ckpt")
+    train(again, resume=True)
+    whole, _ = load_final(Path(job.out_dir) / "final.pt")
+    resumed, _ = load_final(tmp_path / "resumed" / "final.pt")
+    for a, b in zip(qlinears(whole), qlinears(resumed), strict=True):
+        assert a.scale_learned and torch.equal(a.tau, b.tau)
