@@ -2,12 +2,16 @@
 
     train(job, DistEnv(rank, world_size, local_rank), resume=None) -> summary dict (rank 0)
 
-Every step: p = max over ranks of max(elapsed / max_wallclock_seconds, step / max_steps); from p
-the LR multiplier, the phase (1 full precision, 2 progressive QAT, 3 all quantised + averaging)
-and the QAT switch of each Geode group (deepest first) follow. The same all-reduce carries a
-non-finite-loss flag, so all ranks stop together on a NaN. Validation and checkpoints pause the
-training clock. At the end the averaged weights are loaded, τ is re-fitted on them, and
-`final.pt` + `train_summary.json` are written (atomically, rank 0).
+Every step: p = max(step / max_steps, elapsed / max_wallclock_seconds), the clock share taken
+as the max over ranks and read one step late (an async all-reduce: no step drains the queue);
+from p the LR multiplier, the phase (1 full precision, 2 progressive QAT, 3 all quantised +
+averaging) and the QAT switch of each Geode group (deepest first) follow. The same all-reduce
+carries a non-finite-loss flag with its step, so all ranks stop together on a NaN. τ: an exact
+refit at each switch, at phase 3 and at the end, one Lloyd step per row in between
+(`scales.ScaleKeeper`); learned τ are AdamW's. QAT switches fill tensor flags, so a compiled
+model is compiled once. Validation and checkpoints pause the training clock. At the end the
+averaged weights are loaded, fitted τ are re-fitted on them, and `final.pt` +
+`train_summary.json` are written (atomically, rank 0).
 
 The process group (if any) is created by the caller (`__main__`); this module never reads
 the environment.
