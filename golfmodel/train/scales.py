@@ -53,6 +53,7 @@ class ScaleKeeper:
         *,
         tau_update: Literal["lloyd", "none"] = "lloyd",
         compile: bool = False,
+        backend: str = "inductor",
     ) -> None:
         if tau_update not in ("lloyd", "none"):
             raise ValueError(f"qat.tau_update must be 'lloyd' or 'none', got {tau_update!r}")
@@ -67,7 +68,7 @@ class ScaleKeeper:
         )
         self._update: Callable[..., None] = _update_all
         if compile and self.updatable:
-            self._update = torch.compile(_update_all, fullgraph=True, dynamic=False)
+            self._update = torch.compile(_update_all, fullgraph=True, dynamic=False, backend=backend)
 
     def refit(self, layers: Iterable[nn.Module], *, learned: bool = False) -> int:
         """Exact refit of τ on `layers` (learned τ only when `learned`: their initialisation); returns how many."""

@@ -63,6 +63,33 @@ def test_lloyd_update_runs_no_sort_and_no_host_sync() -> None:
     assert ops.names and not {"sort", "topk", "argsort", "_local_scalar_dense", "item"} & set(ops.names)
 
 
+def test_compiled_update_is_one_graph_equal_to_eager() -> None:
+    """The compiled update captures whole (fullgraph), matches eager, and a QAT switch adds no graph."""
+    torch._dynamo.reset()
+    layers = {**_layers(), "g": QLinear(32, 8, spec=QuantSpec.parse("int4g16"))}
+    twin = {n: QLinear(m.in_features, m.out_features, spec=m.spec) for n, m in layers.items()}
+    for n, m in layers.items():
+        twin[n].load_state_dict(m.state_dict())
+    fitted = {n: m.tau.clone() for n, m in layers.items()}
+    for d in (layers, twin):
+        d["l0"].set_qat(True)
+        d["g"].set_qat(True)
+        with torch.no_grad():
+            for m in d.values():
+                m.weight.mul_(1.3)  # the weights moved: the update has work to do
+    compiled = ScaleKeeper(layers, compile=True, backend="aot_eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled.update()
+        layers["l1"].set_qat(True)
+        compiled.update()
+    eager = ScaleKeeper(twin)
+    eager.update()
+    twin["l1"].set_qat(True)
+    eager.update()
+    assert all(torch.equal(layers[n].tau, twin[n].tau) for n in layers)
+    assert all(not torch.equal(layers[n].tau, fitted[n]) for n in layers)
+
+
 def test_qat_switch_does_not_recompile_the_training_graph(make_job: Callable[..., TrainJob]) -> None:
     """The trainer's compiled forward/backward is compiled once: group switches and τ updates add no graph."""
     torch._dynamo.reset()
