@@ -468,7 +468,17 @@ class Trainer:
         )
         t = torch.stack([torch.full((), self._clock_progress(now), dtype=torch.float64, device=dev), bad])
         work = dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True) if self.distributed else None
-        previous, self._pending = self._pending, (t, work)
+        done = None
+        if dev.type == "cuda":  # reading t later on the compute stream would wait for step s+1 too:
+            if work is not None:  # NCCL: the stream (not the host) waits for the collective
+                work.wait()
+                work = None
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)  # device → pinned host, queued behind this step only
+            done = torch.cuda.Event()
+            done.record()
+            t = host
+        previous, self._pending = self._pending, (t, work, done)
         if previous is not None:
             self._read_progress(previous)
 
@@ -478,10 +488,12 @@ class Trainer:
             previous, self._pending = self._pending, None
             self._read_progress(previous)
 
-    def _read_progress(self, pending: tuple[torch.Tensor, Any]) -> None:
-        t, work = pending
-        if work is not None:
+    def _read_progress(self, pending: tuple[torch.Tensor, Any, Any]) -> None:
+        t, work, done = pending
+        if work is not None:  # gloo (CPU): the collective ran beside the next step's compute
             work.wait()
+        if done is not None:  # CUDA: wait for that step's copy only, not for the queue behind it
+            done.synchronize()
         clock, bad = t.tolist()
         self._p_clock = max(self._p_clock, clock)
         if bad > -math.inf:  # −bad = the earliest step whose loss was non-finite on some rank
