@@ -94,6 +94,9 @@ class QATConfig:
     # every step without an exact refit: "lloyd" = one Lloyd step per row (no sort, no host sync;
     # compiled on CUDA), "none" = τ stays as last fitted. Learned scales are the optimiser's either way.
     tau_update: Literal["lloyd", "none"] = "lloyd"
+    # τ on the final (averaged) weights: "exact" = the exact solve; "lloyd" = Lloyd steps from the
+    # τ training tracked (tau_update="lloyd" only; std layers and the rest get the exact solve)
+    final_refit: Literal["exact", "lloyd"] = "exact"
     ste_masked: bool = True  # straight-through estimator masked to |w| <= 3τ (else plain STE)
     tau_method: Literal["mse", "std"] = "mse"  # τ by squared-error search, or a fixed multiple of the row std
     tau_std_mult: float = 0.98
@@ -106,6 +109,10 @@ class QATConfig:
         _check(
             self.tau_update in ("lloyd", "none"),
             f"qat.tau_update must be 'lloyd' or 'none', got {self.tau_update!r}",
+        )
+        _check(
+            self.final_refit in ("exact", "lloyd"),
+            f"qat.final_refit must be 'exact' or 'lloyd', got {self.final_refit!r}",
         )
         _check(
             self.tau_method in ("mse", "std"),

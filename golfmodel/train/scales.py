@@ -94,6 +94,16 @@ class ScaleKeeper:
             [m.qat_on for m in self.updatable],
         )
 
+    @torch.no_grad()
+    def settle(self, iters: int) -> int:
+        """`iters` Lloyd steps from the current τ on every updatable layer (the optimum training tracked,
+        not the exact solve's, which may sit elsewhere); returns how many layers."""
+        for m in self.updatable:
+            w = m.weight.detach().float()
+            for _ in range(iters):
+                m.tau.copy_(m.kind.update_scale(w, m.tau))
+        return len(self.updatable)
+
     def learned_params(self) -> list[nn.Parameter]:
         """The τ Parameters AdamW trains (empty unless a spec has `scale = "learned"`)."""
         return [m.tau for m in self.learned]

@@ -57,6 +57,8 @@ from golfmodel.train.runtime import DistEnv, all_finite, autocast, resolve_devic
 from golfmodel.train.scales import ScaleKeeper, move_to_scale_group
 from golfmodel.train.validation import evaluate_bpb, load_bigram_logprior, load_table, load_val_tokens
 
+FINAL_LLOYD_STEPS = 12  # qat.final_refit="lloyd": Lloyd steps from the tracked τ on the final weights
+
 
 class TrainingDiverged(RuntimeError):
     """The loss (or the weights) became non-finite; the message names the step and the last good checkpoint."""
@@ -562,7 +564,13 @@ class Trainer:
             for i, on in enumerate(self.group_on):
                 if not on:  # the budget ran out before this group's switch point: quantise it now
                     self._switch_group(i, 1.0)
-        self.scales.refit(self.layers.values())  # re-quantise: fitted τ on the final (averaged) weights
+        # re-quantise: fitted τ on the final (averaged) weights
+        if job.qat.final_refit == "lloyd" and self.scales.updatable:
+            self.scales.settle(FINAL_LLOYD_STEPS)
+            settled = {id(m) for m in self.scales.updatable}
+            self.scales.refit([m for m in self.layers.values() if id(m) not in settled])
+        else:
+            self.scales.refit(self.layers.values())
         if self.layers:
             self.log.event("final_requantise", step=self.step, layers=len(self.layers))
         if not all_finite(self.model):
