@@ -40,6 +40,18 @@ def test_lloyd_update_is_one_least_squares_step_on_qat_on_layers_only() -> None:
     assert torch.equal(on.tau, want) and torch.equal(off.tau, off_tau)
 
 
+def test_settle_iterates_lloyd_from_the_current_tau() -> None:
+    """settle(k) = k Lloyd steps from the τ the layer holds (not the exact solve), QAT state aside."""
+    layers = _layers(1)
+    m = layers["l0"]
+    with torch.no_grad():
+        m.weight.mul_(1.3)
+    want = m.tau.clone()
+    for _ in range(3):
+        want = m.kind.lloyd(m.weight, want)
+    assert ScaleKeeper(layers).settle(3) == 1 and torch.equal(m.tau, want)
+
+
 class _Ops(TorchDispatchMode):
     """Records the aten ops that run."""
 
