@@ -159,10 +159,10 @@ class QuantSettings(BaseModel):
         True, description="Switch QAT on group by group, deepest first (else all at once)."
     )
     tau_refresh_steps: int = Field(
-        0,
+        1,
         ge=0,
-        description="Exact τ re-fit every N steps while QAT is on (0 = only at QAT switches, phase 3 and the end; "
-        "tau_update keeps τ current in between).",
+        description="Exact τ re-fit every N steps while QAT is on (1 = every step; 0 = only at QAT switches, "
+        "phase 3 and the end, tau_update keeping τ current in between: no sort on the hot path).",
     )
     tau_update: Literal["lloyd", "none"] = Field(
         "lloyd",

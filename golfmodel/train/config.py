@@ -89,8 +89,9 @@ class QATConfig:
     progressive: bool = True  # group by group, deepest first; False = all groups at once
     # exact re-fit of the fitted τ of QAT-on layers every N steps; 0 = only at QAT switches, the start
     # of phase 3 and the end. Between exact refits `tau_update` keeps τ current (with "none" and 50
-    # the minigolf q2 arm lost 0.09 bpb to stale τ: docs/minigolf.md, 'τ refresh').
-    tau_refresh_steps: int = 0
+    # the minigolf q2 arm lost 0.09 bpb to stale τ). Default 1 = every step: Lloyd-only (0) measured
+    # +0.021 bpb on minigolf (docs/minigolf.md); the GPU presets use 0 (the sort is what costs there).
+    tau_refresh_steps: int = 1
     # every step without an exact refit: "lloyd" = one Lloyd step per row (no sort, no host sync;
     # compiled on CUDA), "none" = τ stays as last fitted. Learned scales are the optimiser's either way.
     tau_update: Literal["lloyd", "none"] = "lloyd"
