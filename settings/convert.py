@@ -190,6 +190,7 @@ def train_job(
             adam_lr=t.adam_lr,
             weight_decay=t.weight_decay,
             grad_clip=t.grad_clip,
+            scale_lr=q.scale_lr,
         ),
         schedule=ScheduleConfig(
             warmup_frac=t.warmup_frac, warmdown_frac=t.warmdown_frac, f1=f1, f2=f2, f3=f3
@@ -198,6 +199,7 @@ def train_job(
             enabled=q.qat,
             progressive=q.progressive,
             tau_refresh_steps=q.tau_refresh_steps,
+            tau_update=q.tau_update,
             ste_masked=q.ste_masked,
             tau_method=q.tau_method,
             tau_std_mult=q.tau_std_mult,

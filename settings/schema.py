@@ -185,8 +185,17 @@ class QuantSettings(BaseModel):
     )
     tau_refresh_steps: int = Field(
         1,
-        ge=1,
-        description="Re-fit τ every N steps while QAT is on (1 = every step: a stale τ costs bpb, see docs/minigolf.md).",
+        ge=0,
+        description="Exact τ re-fit every N steps while QAT is on (1 = every step; 0 = only at QAT switches, "
+        "phase 3 and the end, tau_update keeping τ current in between: no sort on the hot path).",
+    )
+    tau_update: Literal["lloyd", "none"] = Field(
+        "lloyd",
+        description="Between exact re-fits: one Lloyd step per row every step (no sort, no host sync), or none "
+        "(a stale τ costs bpb, see docs/minigolf.md).",
+    )
+    scale_lr: float = Field(
+        1e-3, gt=0, le=1, description="AdamW LR of learned quantiser scales (plans with scale = learned)."
     )
     tau_method: Literal["mse", "std"] = Field(
         "mse", description="τ by squared-error search, or a fixed multiple of the row std."

@@ -1,4 +1,8 @@
-"""The recalibrate stage: re-fit every row's τ on the final weights, score val bpb before/after, keep the better."""
+"""The recalibrate stage: activation-weighted τ on the final weights, kept only if held-out *training* bpb improves.
+
+Never reads validation (golfmodel.train.recalibrate). mode "mse" is folded into training (the
+trainer's final refit): the stage passes the weights through and records the held-out bpb.
+"""
 
 from __future__ import annotations
 
@@ -37,11 +41,12 @@ def recalibrate_tau(settings: Settings, train: StageRecord, work: Path) -> Stage
         final, job, mode=mode, calib_batches=settings.quant.calib_batches, out_path=out, device=device
     )
     logger().info(
-        "recalibrate (%s): val bpb %.4f → %.4f, kept=%s", mode, res.bpb_before, res.bpb_after, res.kept
-    )
+        "recalibrate (%s): held-out training bpb %.4f → %.4f, kept=%s (%d layers, %d left to their own rule)",
+        mode, res.bpb_before, res.bpb_after, res.kept, res.layers, res.skipped,
+    )  # fmt: skip
     return StageResult(
         values={"final": out.name, "mode": mode, "before_bpb": res.bpb_before, "after_bpb": res.bpb_after,
-                "kept": res.kept, "tokenizer": tokenizer},
+                "kept": res.kept, "decided_on": res.decided_on, "tokenizer": tokenizer},
         metrics=res.to_dict(),
         outputs=[out.name],
     )  # fmt: skip
@@ -49,7 +54,7 @@ def recalibrate_tau(settings: Settings, train: StageRecord, work: Path) -> Stage
 
 @task(name="recalibrate", cache_policy=NO_CACHE, persist_result=False, **TRANSIENT_RETRIES)
 def recalibrate(settings: Settings, train: StageRecord, tokenise: StageRecord, force: bool = False) -> Any:
-    """Re-fit τ on the final weights (squared error, or activation-weighted); keep it if val bpb improves."""
+    """Activation-weighted τ on the final weights, kept if held-out training bpb improves ("mse": pass-through)."""
     return cached_stage(
         "recalibrate", settings, {"train": train, "tokenise": tokenise},
         lambda work: recalibrate_tau(settings, train, work), force=force,

@@ -112,8 +112,8 @@ def build_report(settings: Settings, records: dict[str, StageRecord], work: Path
         ("bigram baseline (val)", data["bigram_bpb"]),
         ("bigram on the scored targets (quality gate)", val.values.get("bigram_scored_bpb")),
         ("pre-quant (training weights, val slice)", data["prequant_bpb"]),
-        ("post-quant (before τ recalibration, val slice)", data["postquant_bpb"]),
-        ("post-recalibration (val slice)", data["recalibrated_bpb"]),
+        ("post-quant (before τ recalibration, held-out train tokens)", data["postquant_bpb"]),
+        ("post-recalibration (held-out train tokens)", data["recalibrated_bpb"]),
         (
             f"final: from the artifact, {val.values.get('mode')} (stride {val.values.get('stride')})",
             data["final_bpb"],

@@ -38,6 +38,7 @@ class OptimConfig:
     adam_eps: float = 1e-8
     weight_decay: float = 0.0  # decoupled; applied to matrices only (Muon and 2-D AdamW params)
     grad_clip: float = 1.0  # global grad-norm clip; 0 = off
+    scale_lr: float = 1e-3  # AdamW LR of learned quantiser scales (`scale = "learned"`), no weight decay
 
     def __post_init__(self) -> None:
         _check(self.muon_lr > 0, f"optim.muon_lr must be > 0, got {self.muon_lr}")
@@ -53,6 +54,7 @@ class OptimConfig:
         _check(self.adam_eps > 0, f"optim.adam_eps must be > 0, got {self.adam_eps}")
         _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         _check(self.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        _check(self.scale_lr > 0, f"optim.scale_lr must be > 0, got {self.scale_lr}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,9 +87,17 @@ class QATConfig:
 
     enabled: bool = True  # False = the fp32 twin: same schedule, QAT never switched on
     progressive: bool = True  # group by group, deepest first; False = all groups at once
-    # re-fit τ of QAT-enabled layers every N steps; 0 = only at switches. Every step by default: with
-    # 50 the minigolf q2 arm lost 0.09 bpb to stale τ (docs/minigolf.md, 'τ refresh').
+    # exact re-fit of the fitted τ of QAT-on layers every N steps; 0 = only at QAT switches, the start
+    # of phase 3 and the end. Between exact refits `tau_update` keeps τ current (with "none" and 50
+    # the minigolf q2 arm lost 0.09 bpb to stale τ). Default 1 = every step: Lloyd-only (0) measured
+    # +0.021 bpb on minigolf (docs/minigolf.md); the GPU presets use 0 (the sort is what costs there).
     tau_refresh_steps: int = 1
+    # every step without an exact refit: "lloyd" = one Lloyd step per row (no sort, no host sync;
+    # compiled on CUDA), "none" = τ stays as last fitted. Learned scales are the optimiser's either way.
+    tau_update: Literal["lloyd", "none"] = "lloyd"
+    # τ on the final (averaged) weights: "exact" = the exact solve; "lloyd" = Lloyd steps from the
+    # τ training tracked (tau_update="lloyd" only; std layers and the rest get the exact solve)
+    final_refit: Literal["exact", "lloyd"] = "exact"
     ste_masked: bool = True  # straight-through estimator masked to |w| <= 3τ (else plain STE)
     tau_method: Literal["mse", "std"] = "mse"  # τ by squared-error search, or a fixed multiple of the row std
     tau_std_mult: float = 0.98
@@ -96,6 +106,14 @@ class QATConfig:
     def __post_init__(self) -> None:
         _check(
             self.tau_refresh_steps >= 0, f"qat.tau_refresh_steps must be >= 0, got {self.tau_refresh_steps}"
+        )
+        _check(
+            self.tau_update in ("lloyd", "none"),
+            f"qat.tau_update must be 'lloyd' or 'none', got {self.tau_update!r}",
+        )
+        _check(
+            self.final_refit in ("exact", "lloyd"),
+            f"qat.final_refit must be 'exact' or 'lloyd', got {self.final_refit!r}",
         )
         _check(
             self.tau_method in ("mse", "std"),

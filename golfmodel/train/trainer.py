@@ -2,12 +2,16 @@
 
     train(job, DistEnv(rank, world_size, local_rank), resume=None) -> summary dict (rank 0)
 
-Every step: p = max over ranks of max(elapsed / max_wallclock_seconds, step / max_steps); from p
-the LR multiplier, the phase (1 full precision, 2 progressive QAT, 3 all quantised + averaging)
-and the QAT switch of each Geode group (deepest first) follow. The same all-reduce carries a
-non-finite-loss flag, so all ranks stop together on a NaN. Validation and checkpoints pause the
-training clock. At the end the averaged weights are loaded, τ is re-fitted on them, and
-`final.pt` + `train_summary.json` are written (atomically, rank 0).
+Every step: p = max(step / max_steps, elapsed / max_wallclock_seconds), the clock share taken
+as the max over ranks and read one step late (an async all-reduce: no step drains the queue);
+from p the LR multiplier, the phase (1 full precision, 2 progressive QAT, 3 all quantised +
+averaging) and the QAT switch of each Geode group (deepest first) follow. The same all-reduce
+carries a non-finite-loss flag with its step, so all ranks stop together on a NaN. τ: an exact
+refit at each switch, at phase 3 and at the end, one Lloyd step per row in between
+(`scales.ScaleKeeper`); learned τ are AdamW's. QAT switches fill tensor flags, so a compiled
+model is compiled once. Validation and checkpoints pause the training clock. At the end the
+averaged weights are loaded, fitted τ are re-fitted on them, and `final.pt` +
+`train_summary.json` are written (atomically, rank 0).
 
 The process group (if any) is created by the caller (`__main__`); this module never reads
 the environment.
@@ -51,7 +55,10 @@ from golfmodel.train.files import atomic_write_json
 from golfmodel.train.muon import build_optimizers, set_lr
 from golfmodel.train.runlog import RunLog
 from golfmodel.train.runtime import DistEnv, all_finite, autocast, resolve_device, state_sha256
+from golfmodel.train.scales import ScaleKeeper, move_to_scale_group
 from golfmodel.train.validation import evaluate_bpb, load_bigram_logprior, load_table, load_val_tokens
+
+FINAL_LLOYD_STEPS = 12  # qat.final_refit="lloyd": Lloyd steps from the tracked τ on the final weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,9 +127,12 @@ class Trainer:
             len(self.groups), f1=s.f1, f2=s.f2, progressive=job.qat.progressive, start_frac=job.qat.start_frac
         )
         self.group_on = [False] * len(self.groups)
+        on_cuda_compiled = self.cfg.compile and self.device.type == "cuda"
+        self.scales = ScaleKeeper(self.layers, tau_update=job.qat.tau_update, compile=on_cuda_compiled)
         self.optimizers = build_optimizers(
             self.model, job.optim, rank=env.rank, world_size=env.world_size
         )  # Muon splits Newton–Schulz across ranks
+        move_to_scale_group(self.optimizers, self.scales.learned_params(), lr=job.optim.scale_lr)
         self.averager = (
             WeightAverager(job.averaging.kind, ema_decay=job.averaging.ema_decay)
             if job.averaging.kind != "none"
@@ -143,12 +153,7 @@ class Trainer:
 
         # the forward used for training: optionally compiled, DDP-wrapped when distributed
         fwd: nn.Module = self.model
-        if self.cfg.compile and self.device.type == "cuda":
-            import torch._dynamo as dynamo
-
-            # every QAT configuration (G+1 of them) is its own graph; keep them all cached
-            key = "recompile_limit" if hasattr(dynamo.config, "recompile_limit") else "cache_size_limit"
-            setattr(dynamo.config, key, max(getattr(dynamo.config, key), len(self.groups) + 4))
+        if on_cuda_compiled:  # one graph for every QAT state: the switches are tensor flags (qat_on)
             fwd = torch.compile(fwd)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -255,19 +260,24 @@ class Trainer:
         """Phase, QAT switches, averaging start and LR for progress p; returns the LR multiplier."""
         s = self.job.schedule
         ph = sched.phase(p, f1=s.f1, f2=s.f2)
-        if ph != self.cur_phase:
-            self.log.event("phase", step=self.step, p=round(p, 6), phase=ph, previous=self.cur_phase)
-            self.cur_phase = ph
         for i, due in enumerate(sched.qat_due(p, self.switch_p)):
             if due and not self.group_on[i]:
                 self._switch_group(i, p)
+        if ph != self.cur_phase:
+            # phase 3 opens with an exact refit of every fitted τ (between refits: the cheap update)
+            refit = self.scales.refit_active() if ph == 3 else 0
+            self.log.event(
+                "phase", step=self.step, p=round(p, 6), phase=ph, previous=self.cur_phase, tau_refit=refit
+            )
+            self.cur_phase = ph
         mult = sched.lr_multiplier(p, warmup_frac=s.warmup_frac, warmdown_frac=s.warmdown_frac)
         set_lr(self.optimizers, mult)
         return mult
 
     def _switch_group(self, i: int, p: float) -> None:
+        # τ fitted to the current shadow weights before the first quantised forward (learned τ: their init)
+        self.scales.refit(self.groups[i], learned=True)
         for layer in self.groups[i]:
-            layer.refresh_tau()  # τ fitted to the current shadow weights before the first quantised forward
             layer.set_qat(True)
         self.group_on[i] = True
         self.log.event(
@@ -281,11 +291,9 @@ class Trainer:
         )
 
     def _refresh_tau(self, p: float, *, log: bool = True) -> None:
-        active = [m for m in self.layers.values() if m.qat]
-        for layer in active:
-            layer.refresh_tau()
-        if active and log:
-            self.log.event("tau_refresh", step=self.step, p=round(p, 6), layers=len(active))
+        n = self.scales.refit_active()  # exact refit of the QAT-on fitted τ (learned ones are AdamW's)
+        if n and log:
+            self.log.event("tau_refresh", step=self.step, p=round(p, 6), layers=n)
 
     # --- one optimiser step --------------------------------------------------------------------
 
@@ -372,6 +380,8 @@ class Trainer:
 
         budget = dict(max_steps=cfg.max_steps, max_wallclock_seconds=cfg.max_wallclock_seconds)
         (p,) = self._sync_max([sched.progress(self.step, elapsed(), **budget)])
+        self._p_clock = self._clock_progress(elapsed())  # the clock's share of p, as last all-reduced
+        self._pending = None
         loss_t = gnorm_t = torch.zeros(())
         while p < 1.0:
             p_step = p  # the progress this step runs at (schedule, phase, logs)
@@ -380,23 +390,11 @@ class Trainer:
             data_pos = (self.loader.epoch, self.loader.cursor - cfg.batch_seqs)
             loss_t, gnorm_t = self._train_step(batches)
             self.step += 1  # steps are numbered from 1: `self.step` is the one just run
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
             now = elapsed()
-            p, bad = self._sync_max(
-                [sched.progress(self.step, now, **budget), (~torch.isfinite(loss_t)).float()]
-            )
-            if bad > 0:
-                msg = (
-                    f"training diverged: non-finite loss at step {self.step}; last good checkpoint: "
-                    f"{self.last_ckpt or 'none (no checkpoint written yet)'}"
-                )
-                self.log.event(
-                    "diverged",
-                    step=self.step,
-                    last_checkpoint=str(self.last_ckpt) if self.last_ckpt else None,
-                )
-                raise TrainingDiverged(msg)
+            # p one step late: this step's clock + NaN flag go into an async all-reduce, the previous
+            # step's (long finished on the device) is read; the step count's share of p is exact here
+            self._post_progress(now, loss_t)
+            p = max(self._step_progress(), self._p_clock)
 
             if (
                 self.averager is not None
@@ -411,8 +409,12 @@ class Trainer:
             if job.qat.tau_refresh_steps and self.step % job.qat.tau_refresh_steps == 0:
                 # every-step refreshes are logged at the log cadence only (one event per step is noise)
                 self._refresh_tau(p, log=job.qat.tau_refresh_steps > 1 or self.step % cfg.log_every == 0)
+            elif any(self.group_on):
+                self.scales.update()  # one Lloyd step per QAT-on row: no sort, no host sync
 
             if self.step % cfg.log_every == 0 or self.step == start_step + 1 or p >= 1.0:
+                self._drain_progress()  # the log reads the loss back (a sync) anyway: check NaN first
+                p = max(self._step_progress(), self._p_clock)
                 loss = self._mean(loss_t)
                 self.last_loss = loss
                 tokens = self.step * cfg.global_batch_tokens
@@ -439,6 +441,8 @@ class Trainer:
             due_ckpt = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and p < 1.0
             if due_val or due_ckpt:  # the training clock stops for validation and checkpoints
                 tp = time.perf_counter()
+                self._drain_progress()  # a NaN is reported before any checkpoint is written
+                p = max(self._step_progress(), self._p_clock)
                 if due_val:
                     self._validate(p, now)
                 if due_ckpt:
@@ -446,8 +450,68 @@ class Trainer:
                 self._barrier()
                 paused += time.perf_counter() - tp
 
+        self._drain_progress()  # the last step's NaN flag
         total_elapsed = elapsed()
         return self._finish(total_elapsed, start_step, start_elapsed)
+
+    # --- progress, one step late -----------------------------------------------------------------
+
+    def _step_progress(self) -> float:
+        """The step budget's share of p: the same on every rank without communication."""
+        return self.step / self.cfg.max_steps if self.cfg.max_steps else 0.0
+
+    def _clock_progress(self, now: float) -> float:
+        w = self.cfg.max_wallclock_seconds
+        return now / w if w else 0.0
+
+    def _post_progress(self, now: float, loss: torch.Tensor) -> None:
+        """Queue [clock progress, −(step if loss non-finite)] for an async MAX all-reduce; read the previous one."""
+        dev = self.device
+        bad = torch.where(
+            torch.isfinite(loss.detach()).reshape(()),
+            torch.full((), -math.inf, dtype=torch.float64, device=dev),
+            torch.full((), -float(self.step), dtype=torch.float64, device=dev),
+        )
+        t = torch.stack([torch.full((), self._clock_progress(now), dtype=torch.float64, device=dev), bad])
+        work = dist.all_reduce(t, op=dist.ReduceOp.MAX, async_op=True) if self.distributed else None
+        done = None
+        if dev.type == "cuda":  # reading t later on the compute stream would wait for step s+1 too:
+            if work is not None:  # NCCL: the stream (not the host) waits for the collective
+                work.wait()
+                work = None
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            host.copy_(t, non_blocking=True)  # device → pinned host, queued behind this step only
+            done = torch.cuda.Event()
+            done.record()
+            t = host
+        previous, self._pending = self._pending, (t, work, done)
+        if previous is not None:
+            self._read_progress(previous)
+
+    def _drain_progress(self) -> None:
+        """Read the all-reduce in flight now (a host sync: only off the per-step path)."""
+        if self._pending is not None:
+            previous, self._pending = self._pending, None
+            self._read_progress(previous)
+
+    def _read_progress(self, pending: tuple[torch.Tensor, Any, Any]) -> None:
+        t, work, done = pending
+        if work is not None:  # gloo (CPU): the collective ran beside the next step's compute
+            work.wait()
+        if done is not None:  # CUDA: wait for that step's copy only, not for the queue behind it
+            done.synchronize()
+        clock, bad = t.tolist()
+        self._p_clock = max(self._p_clock, clock)
+        if bad > -math.inf:  # −bad = the earliest step whose loss was non-finite on some rank
+            bad_step = int(-bad)
+            msg = (
+                f"training diverged: non-finite loss at step {bad_step}; last good checkpoint: "
+                f"{self.last_ckpt or 'none (no checkpoint written yet)'}"
+            )
+            self.log.event(
+                "diverged", step=bad_step, last_checkpoint=str(self.last_ckpt) if self.last_ckpt else None
+            )
+            raise TrainingDiverged(msg)
 
     def _val_bpb(self) -> float:
         """Validation bpb of the current weights on the val slice (the periodic and the final check)."""
@@ -472,23 +536,25 @@ class Trainer:
         return bpb
 
     def _compile_warmup(self) -> None:
-        """Compile every QAT configuration the run will use before the clock starts (one fwd/bwd each, no step)."""
+        """Compile the training graph and the scale update before the clock starts (one fwd/bwd, no step).
+
+        One graph serves every QAT state (the switches fill `qat_on` buffers), so one pass compiles
+        it; the run's first QAT switch must not add a graph (tests/train/test_compile.py).
+        """
         position = self.loader.state_dict()
         x, y = self.loader.next_step()[0]
         self.loader.load_state_dict(position)  # give the batch back: training starts at the same data
-        saved = qat_flags(self.model)
-        configs = [[j < k for j in range(len(self.groups))] for k in range(len(self.groups) + 1)]
-        for on in configs:
-            for g, flag in zip(self.groups, on, strict=True):
-                for layer in g:
-                    layer.set_qat(flag)
-            with autocast(self.device, self.cfg.dtype):
-                logits = self.fwd(x.to(self.device))
-            F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).reshape(-1)).backward()
-            for opt in self.optimizers:
-                opt.zero_grad(set_to_none=True)
-        apply_qat_flags(self.model, saved)
-        self.log.event("compile_warmup", step=self.step, configs=len(configs))
+        with autocast(self.device, self.cfg.dtype):
+            logits = self.fwd(x.to(self.device))
+        F.cross_entropy(logits.float().flatten(0, 1), y.to(self.device).reshape(-1)).backward()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        taus = [m.tau.detach().clone() for m in self.scales.updatable]
+        self.scales.update()  # compiles the Lloyd step; τ restored so warm-up leaves no trace
+        with torch.no_grad():
+            for m, t in zip(self.scales.updatable, taus, strict=True):
+                m.tau.copy_(t)
+        self.log.event("compile_warmup", step=self.step, configs=1)
 
     def _finish(self, total_elapsed: float, start_step: int, start_elapsed: float) -> dict[str, Any] | None:
         """Averaged weights → re-quantise → final val → final.pt + train_summary.json (rank 0)."""
@@ -502,8 +568,13 @@ class Trainer:
             for i, on in enumerate(self.group_on):
                 if not on:  # the budget ran out before this group's switch point: quantise it now
                     self._switch_group(i, 1.0)
-        for layer in self.layers.values():
-            layer.refresh_tau()  # re-quantise: τ fitted to the final (averaged) weights
+        # re-quantise: fitted τ on the final (averaged) weights
+        if job.qat.final_refit == "lloyd" and self.scales.updatable:
+            self.scales.settle(FINAL_LLOYD_STEPS)
+            settled = {id(m) for m in self.scales.updatable}
+            self.scales.refit([m for m in self.layers.values() if id(m) not in settled])
+        else:
+            self.scales.refit(self.layers.values())
         if self.layers:
             self.log.event("final_requantise", step=self.step, layers=len(self.layers))
         if not all_finite(self.model):
