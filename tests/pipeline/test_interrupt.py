@@ -76,12 +76,14 @@ def interrupted(
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
     try:
-        out, _ = proc.communicate(timeout=60)
+        # not communicate(): it would read stderr too, racing the reader thread for the last lines
+        proc.wait(timeout=60)
+        out = proc.stdout.read()  # type: ignore[union-attr]  # a few summary lines
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     seconds = time.monotonic() - t0
-    reader.join(timeout=5)
+    reader.join(timeout=15)
     time.sleep(0.5)
     run_dir = Path(out.strip().splitlines()[-1].removeprefix("report: ")) if out.strip() else None
     return {"code": proc.returncode, "seconds": seconds, "started": started, "stderr": "".join(err),
