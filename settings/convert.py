@@ -200,6 +200,7 @@ def train_job(
             progressive=q.progressive,
             tau_refresh_steps=q.tau_refresh_steps,
             tau_update=q.tau_update,
+            final_refit=q.final_refit,
             ste_masked=q.ste_masked,
             tau_method=q.tau_method,
             tau_std_mult=q.tau_std_mult,

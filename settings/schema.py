@@ -194,6 +194,11 @@ class QuantSettings(BaseModel):
         description="Between exact re-fits: one Lloyd step per row every step (no sort, no host sync), or none "
         "(a stale τ costs bpb, see docs/minigolf.md).",
     )
+    final_refit: Literal["exact", "lloyd"] = Field(
+        "exact",
+        description="τ on the final averaged weights: the exact solve, or Lloyd steps from the tracked τ (with "
+        "tau_update=lloyd; the exact solve can jump to a τ the network was not trained with, docs/minigolf.md).",
+    )
     scale_lr: float = Field(
         1e-3, gt=0, le=1, description="AdamW LR of learned quantiser scales (plans with scale = learned)."
     )
