@@ -226,18 +226,21 @@ def _package(config: dict[str, Any], job: Any, script_path: str, log: _Log) -> d
     out = Path(job.out_dir)
     final = out / "final.pt"
     recal = config["recalibrate"]
-    if job.model.quant_plan.qat and recal["mode"] != "off":
-        from golfmodel.train.recalibrate import recalibrate
+    if job.model.quant_plan.qat and recal["mode"] == "act":
+        # `mse` is folded into training (the trainer's final exact refit): nothing to recalibrate.
+        from golfmodel.train.recalibrate import HOLDOUT_TOKENS, recalibrate
 
         res = recalibrate(
             final,
             job,
             mode=recal["mode"],
             calib_batches=recal["calib_batches"],
+            holdout_tokens=int(recal.get("holdout_tokens", HOLDOUT_TOKENS)),
             out_path=out / "recalibrated.pt",
         )
         log(
-            f"tau recalibration ({res.mode}): val bpb {res.bpb_before:.4f} -> {res.bpb_after:.4f}, kept={res.kept}"
+            f"tau recalibration ({res.mode}): held-out train bpb {res.bpb_before:.4f} -> {res.bpb_after:.4f}, "
+            f"kept={res.kept}"
         )
         final = out / "recalibrated.pt"
     model, _ = load_final(final)
