@@ -195,12 +195,15 @@ def test_wrapped_network_fault_is_found_in_the_cause_chain() -> None:
         assert is_network_fault(outer)
 
 
-def test_stage_key_holds_the_resolved_commit_not_the_branch(hub_server, tmp_path: Path) -> None:
+def test_stage_key_holds_the_resolved_commit_not_the_branch(
+    hub_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The download stage's inputs for revision=main are the commit the hub resolves it to."""
     from golf.settings import load_settings
     from golf.tasks.digests import FileDigests
     from golf.tasks.inputs import stage_inputs
 
+    monkeypatch.delenv("GOLF_DATA__MIRROR", raising=False)  # `make test` exports the sample mirror
     s = load_settings("test", overrides=[f"data.endpoint={hub_server.url}", "data.revision=main"])
     assert stage_inputs("download", s, FileDigests(None)) == {"hub_commit": COMMIT}
     assert resolve_revision(_hub_cfg(hub_server.url, revision=COMMIT)) == COMMIT  # pinned: no request needed
