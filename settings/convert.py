@@ -240,12 +240,6 @@ def torchrun_command(settings: Settings, job_path: str | Path, python: str = "py
     ]
 
 
-def eval_kwargs(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments of `golfmodel.eval.score` from the eval settings."""
-    e = settings.eval
-    return {"seq_len": e.seq_len, "stride": e.stride, "rule": e.rule, "batch_size": e.batch_size}
-
-
 def hub_config(settings: Settings, *, progress: bool = True) -> HubConfig:
     """Where the download stage fetches from (hub or mirror) and how much; docs only when tokenising them."""
     from golfmodel.data.hub import HubConfig
