@@ -81,9 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append((f"scorer, q2-geode d {args.eval_d_model} x1 GCCC, stride 64, {ev['autocast']}",
                  f"{ev['tokens_per_second']:,.0f} scored tok/s ({ev['targets']:,} targets, {ev['seconds']:.2f} s)"))  # fmt: skip
     if world > 1:
-        import torch.distributed as dist
+        from golfmodel.procgroup import end_process_group
 
-        dist.destroy_process_group()
+        end_process_group(clean=True)
     if rank != 0:
         return 0
     print(f"golf bench dist on {device} ({world} process(es), {torch.get_num_threads()} threads)")

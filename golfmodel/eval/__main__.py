@@ -65,12 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     from golfmodel.atomic import atomic_write_json
     from golfmodel.eval.bpb import AuditError
     from golfmodel.eval.run import resolve_device, score_artifact
+    from golfmodel.procgroup import end_process_group
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if args.threads:
         torch.set_num_threads(args.threads)
+    clean = False
     try:
         spec = spec_from_args(args)
         if world > 1:
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.set_device(device)
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         record = score_artifact(spec, rank=rank, world_size=world, local_rank=local_rank)
+        clean = True
     except AuditError as e:
         print(f"error (rank {rank}): {e}", file=sys.stderr, flush=True)
         return 4
@@ -86,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error (rank {rank}): {e}", file=sys.stderr, flush=True)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_process_group(clean=clean)
     if rank == 0:
         if args.json_out:
             atomic_write_json(args.json_out, record)

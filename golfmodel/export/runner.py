@@ -171,6 +171,7 @@ def run(
     import torch
     import torch.distributed as dist
 
+    from golfmodel.procgroup import end_process_group
     from golfmodel.train.runtime import resolve_backend, resolve_device
     from golfmodel.train.trainer import train
 
@@ -186,6 +187,7 @@ def run(
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=resolve_backend(job.train, device))
+    clean = False
     try:
         if job.bigram_logprior:
             if env.is_main and not Path(job.bigram_logprior).exists():
@@ -202,6 +204,7 @@ def run(
         packed = _package(config, job, script_path, log) if env.is_main else None
         _barrier()  # the artifact exists before any rank reloads it
         result = _score(config, job, env, log)  # every rank scores its share of the windows
+        clean = True
         if not env.is_main or packed is None:
             return {}
         summary = {**packed, "val_loss": result.nll_nats, "val_bpb": result.bpb, "eval": result.to_dict()}
@@ -210,8 +213,7 @@ def run(
         atomic_write_json(Path(job.out_dir) / "submission_result.json", summary)
         return summary
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_process_group(clean=clean)
 
 
 def _artifact_path(job: Any) -> Path:

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch.distributed as dist
 
+    from golfmodel.procgroup import end_process_group
     from golfmodel.train.config import TrainJob
     from golfmodel.train.runtime import DistEnv, resolve_backend, resolve_device
     from golfmodel.train.trainer import TrainingDiverged, train
@@ -50,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.set_device(device)
         dist.init_process_group(backend=resolve_backend(job.train, device))
     resume = True if args.resume else (False if args.fresh else None)
+    clean = False
     try:
         train(job, env, resume=resume)
+        clean = True
     except TrainingDiverged as e:
         print(f"error (rank {env.rank}): {e}", file=sys.stderr, flush=True)
         return 3
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        end_process_group(clean=clean)
     return 0
 
 
