@@ -64,7 +64,7 @@ def solve_shape(
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
-         "plan": plan, "src": source_hash()}
+         "plan": plan, "mlp_step": cfg.mlp_step, "src": source_hash()}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
@@ -72,6 +72,7 @@ def solve_shape(
             "bigram_prior": bigram_prior,
             "sub_norm": sub_norm,
             "bigram_logprior": bigram_table,
+            "mlp_step": cfg.mlp_step,
         }
         if plan is not None:
             kw["plan"], arm = plan, arch_arm

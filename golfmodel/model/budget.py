@@ -165,6 +165,8 @@ class _Search:
         self.mult = kw.pop("mlp_mult") or DEFAULT_MLP_MULT[self.arch]
         self.mlp_fill = kw.pop("mlp_fill")
         self.int8_config = kw.pop("int8_config")
+        step = kw.pop("mlp_step")  # geode's SwiGLU hidden is a multiple of 16 (ModelConfig.mlp_hidden)
+        self.mlp_step = step if self.arch == "gpt" else WIDTH_STEP * -(-step // WIDTH_STEP)
         self.widths = valid_widths(kw["head_dim"])
         self._est: dict[Point, Estimate] = {}
 
@@ -172,9 +174,9 @@ class _Search:
         return self._cfg(d, 1, self.mult).mlp_hidden
 
     def max_hidden(self, d: int) -> int:
-        """The widest MLP mlp_fill may use: MLP_FILL_MAX x the base hidden width, in steps of 16."""
+        """The widest MLP mlp_fill may use: MLP_FILL_MAX x the base hidden width, in steps of mlp_step."""
         base = self.base_hidden(d)
-        return base + WIDTH_STEP * int((MLP_FILL_MAX - 1) * base // WIDTH_STEP)
+        return base + self.mlp_step * int((MLP_FILL_MAX - 1) * base // self.mlp_step)
 
     def _cfg(self, d: int, depth: int, mult: float) -> ModelConfig:
         return make_config(self.arm, self.vocab, d, depth, mlp_mult=mult, **self.kw)
@@ -208,18 +210,18 @@ class _Search:
         return lo
 
     def top_up(self, depth: int, d: int) -> int:
-        """Largest MLP hidden (base + 16k) at (depth, d) whose prediction fits; the base one without mlp_fill."""
-        h = self.base_hidden(d)
+        """Largest MLP hidden (base + k·mlp_step) at (depth, d) whose prediction fits; the base one without mlp_fill."""
+        h, st = self.base_hidden(d), self.mlp_step
         if not self.mlp_fill:
             return h
-        step = self.size((depth, d, h + WIDTH_STEP)) - self.size((depth, d, h))
+        step = self.size((depth, d, h + st)) - self.size((depth, d, h))
         room = self.target - self.size((depth, d, h))
         cap = self.max_hidden(d)
-        h = min(cap, h + WIDTH_STEP * max(0, int(room // max(step, 1))))
+        h = min(cap, h + st * max(0, int(room // max(step, 1))))
         while h > self.base_hidden(d) and not self.fits((depth, d, h)):
-            h -= WIDTH_STEP
-        while h + WIDTH_STEP <= cap and self.fits((depth, d, h + WIDTH_STEP)):
-            h += WIDTH_STEP
+            h -= st
+        while h + st <= cap and self.fits((depth, d, h + st)):
+            h += st
         return h
 
     def best(self, depth: int) -> Point | None:
@@ -249,6 +251,7 @@ def solve(
     code_bytes: int = 0,
     mlp_mult: float | None = None,
     mlp_fill: bool = True,
+    mlp_step: int = WIDTH_STEP,
     max_depth: int | None = None,
     margin_frac: float = DEFAULT_MARGIN_FRAC,
     ratios: TrainedRatios | str | Path | None = None,
@@ -262,7 +265,9 @@ def solve(
 
     plan: a plan name ("q2", "int4", ...), a table or a QuantPlan (None: the arm's default).
     groups: fixed depth; None searches 1..max_depth (default 4 groups / 9 layers). mlp_mult:
-    base MLP ratio (8/3 SwiGLU, 2 relu²); mlp_fill widens the MLP hidden layer in steps of 16.
+    base MLP ratio (8/3 SwiGLU, 2 relu²); mlp_fill widens the MLP hidden layer in steps of
+    `mlp_step` (16 by default: tensor-core friendly; the CPU bench's small gpt models use finer
+    steps; geode's SwiGLU hidden stays a multiple of 16, so its step is rounded up to one).
     ratios: trained compression ratios (None: the shipped `trained_ratio.json`). confirm packs
     the chosen shape once as a random model (`packed_init_bytes`); packer(model, path) -> bytes
     replaces the plan's packer; int8_config (an `Int8ZlibConfig`) sets the baseline export's
@@ -276,6 +281,8 @@ def solve(
         raise ValueError(f"groups: must be >= 1, got {groups}")
     if not 0 <= margin_frac < 0.5:
         raise ValueError(f"margin_frac: must be in [0, 0.5), got {margin_frac}")
+    if mlp_step < 1:
+        raise ValueError(f"mlp_step: must be >= 1, got {mlp_step}")
     arch, qplan = parse_arm(arm, plan)  # raises "arm: ..." / "plan: ..."
     if bigram_prior and isinstance(bigram_logprior, str | Path):
         from golfmodel.data.bigram import load_logprior
@@ -286,7 +293,7 @@ def solve(
     search = _Search(
         arm, vocab, target, table, plan=plan, pattern=pattern, head_dim=head_dim,
         bigram_prior=bigram_prior, sub_norm=sub_norm, mlp_mult=mlp_mult, mlp_fill=mlp_fill,
-        int8_config=int8_config,
+        mlp_step=mlp_step, int8_config=int8_config,
     )  # fmt: skip
     depths = [groups] if groups is not None else list(range(1, (max_depth or DEFAULT_MAX_DEPTH[arch]) + 1))
     cands = [(search.est(p).params, p) for p in (search.best(d) for d in depths) if p is not None]

@@ -195,6 +195,8 @@ def _int8_baseline() -> QuantPlan:
 
 PLANS = {
     "q2": lambda: _uniform("q2", QuantSpec(kind="q2")),  # the seeds' design: today's q2-geode bit for bit
+    # q2 with a learned per-row scale (LSQ gradient, AdamW at optim.scale_lr; ParetoQ's 2-bit "SEQ")
+    "q2-learned": lambda: _uniform("q2-learned", QuantSpec(kind="q2", scale="learned")),
     "ternary": lambda: _uniform("ternary", QuantSpec(kind="ternary")),
     "int4": lambda: _uniform("int4", QuantSpec(kind="int", bits=4)),
     "int6": lambda: _uniform("int6", QuantSpec(kind="int", bits=6)),
