@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 DEFAULT_ARMS = ("fp32-twin", "q2", "q2-mixed", "ternary", "int4", "int6", "int8")
-GEODE_PLANS = ("q2", "q2-mixed", "q2-learned", "ternary", "int4", "int6")  # geode × these plans are arms of that name
+GEODE_PLANS = (
+    "q2",
+    "q2-mixed",
+    "q2-learned",
+    "ternary",
+    "int4",
+    "int6",
+)  # geode × these plans are arms of that name
 BASELINE = "int8"  # the reference arm every Δ is measured against
 LEGACY_KEYS = {"q2": "q2-geode", "fp32-twin": "q2-geode-fp32", "int8": "gpt-int8"}
 TWIN_SUFFIX = "-fp32"
