@@ -134,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("study (issue 12; used unless --ablate, --calibrate or --match time)")
     s.add_argument(
         "--arms", default=",".join(DEFAULT_ARMS), metavar="LIST",
-        help="arms: plan names on geode (q2, q2-mixed, ternary, int4, int6), int8 (gpt-int8), fp32-twin, "
-        "<arm>-fp32 (twin of that arm's shape), <arm>+bigram",
+        help="arms: plan names on geode (q2, q2-mixed, q2-learned, ternary, int4, int6), int8 (gpt-int8), "
+        "fp32-twin, <arm>-fp32 (twin of that arm's shape), <arm>+bigram, <arm>~<lever> (an ablation row: "
+        "an --ablate name such as no-avg, oneshot-qat, sub-norm, run at the main budget)",
     )  # fmt: skip
     s.add_argument(
         "--bigram-prior", choices=("off", "on", "both"), default="off", help="bigram log-prior for every arm"
@@ -159,6 +160,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--sweep-scale", type=float, default=0.25, help="tokens of a sweep run relative to its arm's"
     )
+    s.add_argument(
+        "--sweep-at", choices=("all", "main"), default="all",
+        help="budgets that sweep: all, or main (the trend budgets take the main budget's LRs)",
+    )  # fmt: skip
     s.add_argument(
         "--holdout-tokens", type=int, default=DEFAULT_HOLDOUT_TOKENS,
         help="training tokens held out to score the sweep (never validation)",
@@ -277,7 +282,7 @@ def study_from_args(args: argparse.Namespace, bench: mg.BenchConfig) -> StudyCon
             bench=bench, arms=tuple(args.arms.split(",")), bigram_prior=args.bigram_prior, budgets=budgets,
             trend_seeds=args.trend_seeds, lr_sweep=args.lr_sweep, muon_lrs=_floats(args.muon_lrs, "--muon-lrs"),
             adam_lrs=_floats(args.adam_lrs, "--adam-lrs"), sweep_scale=args.sweep_scale,
-            holdout_tokens=args.holdout_tokens, min_fill=STUDY_MIN_FILL if args.min_fill is None else args.min_fill,
+            sweep_at=args.sweep_at, holdout_tokens=args.holdout_tokens, min_fill=STUDY_MIN_FILL if args.min_fill is None else args.min_fill,
         )  # fmt: skip
     except ValueError as e:
         raise UsageError(str(e)) from None

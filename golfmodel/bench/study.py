@@ -43,13 +43,18 @@ def _sweep(
     cfg: StudyConfig, plans: dict[int, dict[str, ArmPlan]], arms: Sequence[StudyArm], data: BenchData,
     out: Path, execute: Execute, log: Log,
 ) -> dict[tuple[str, int], tuple[float, float]]:  # fmt: skip
-    """The chosen (muon_lr, adam_lr) of every arm × budget; twins take their arm's."""
+    """The chosen (muon_lr, adam_lr) of every arm × budget; twins take their arm's, levers their base's.
+
+    sweep_at "main": only the main budget sweeps; the trend budgets take its choices (fewer runs;
+    the LRs of a width-scaled model are assumed to transfer across these small budget steps).
+    """
     from golfmodel.train.config import OptimConfig
 
     d = OptimConfig()
-    own = [a for a in arms if not a.is_twin]
+    own = [a for a in arms if not a.is_twin and a.lever is None]
+    swept = {b: s for b, s in plans.items() if cfg.sweep_at == "all" or b == cfg.bench.budget_bytes}
     lrs: dict[tuple[str, int], tuple[float, float]] = {
-        (a.name, b): (d.muon_lr, d.adam_lr) for a in own for b in plans
+        (a.name, b): (d.muon_lr, d.adam_lr) for a in own for b in swept
     }
     if cfg.lr_sweep != "off":
         held = split_holdout(data, cfg.holdout_tokens, out / "data")
@@ -58,7 +63,7 @@ def _sweep(
         for wave in (1, 2):
             specs = []
             for a in own:
-                for b, shapes in plans.items():
+                for b, shapes in swept.items():
                     pts = sweep_points(
                         cfg.lr_sweep,
                         cfg.muon_lrs,
@@ -88,10 +93,14 @@ def _sweep(
         save_choices(out / "lr.json", choices)
         log(format_choices(choices))
         lrs = {k: (choices[f"{k[0]}@{k[1]}"]["muon_lr"], choices[f"{k[0]}@{k[1]}"]["adam_lr"]) for k in lrs}
+    main_b = cfg.bench.budget_bytes
+    for a in own:
+        for b in plans:
+            lrs.setdefault((a.name, b), lrs[(a.name, main_b)])  # sweep_at main: the main budget's choice
     for a in arms:
-        if a.is_twin:
+        if a.is_twin or a.lever is not None:
             for b in plans:
-                lrs[(a.name, b)] = lrs[(a.shape_of, b)]  # type: ignore[index]
+                lrs[(a.name, b)] = lrs[(a.shape_of or a.base, b)]  # type: ignore[index]
     return lrs
 
 
@@ -129,7 +138,7 @@ def run_study(
         )  # fmt: skip
         for b in plans
         for i in range(cfg.seeds_at(b))
-        for a in arms
+        for a in cfg.arms_at(b)
     ]
     log(f"main runs: {len(specs)} (arms x budgets x seeds)")
     results = execute(specs)
@@ -144,6 +153,8 @@ def run_study(
             log(
                 f"{int(b):,} B  {name}: trained artifact {e['artifact_bytes']:,} bytes, fill {e['fill']:.1%}{flag}"
             )
+    lr_file = out / "lr.json"
+    result["details"]["lr_choices"] = json.loads(lr_file.read_text()) if lr_file.exists() else None
     result["details"]["data"] = data.to_dict()
     result["details"]["out_dir"] = str(out)
     result["details"]["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
@@ -180,6 +191,14 @@ def aggregate_budget(
     for a in arms:
         e = out[a.name]
         e["delta_vs_int8"] = e["p_vs_int8"] = e["penalty_vs_twin"] = None
+        e["lever"], e["base"] = a.lever, a.base
+        e["delta_vs_base"] = e["p_vs_base"] = None
+        if a.base is not None and a.base in out:
+            e["delta_vs_base"] = e["final_bpb"] - out[a.base]["final_bpb"]
+            seed_b = {x["seed"]: x["final_bpb"] for x in rows[a.base]}
+            pairs = [(x["final_bpb"], seed_b[x["seed"]]) for x in rows[a.name] if x["seed"] in seed_b]
+            if len(pairs) >= 2:  # two-sided paired t-test over the seeds both ran
+                e["p_vs_base"] = stats.paired_ttest([p[0] for p in pairs], [p[1] for p in pairs]).p
         ref = baseline_of(a)  # the int8 arm with the same bigram setting: the prior is never one side's edge
         base = rows.get(ref)
         e["vs"] = ref if base is not None and a.name != ref else None
@@ -210,13 +229,14 @@ def aggregate_study(
     """The study JSON: the 3-arm bench's keys (main budget) + `arms` (main budget) + `budgets` + `details`."""
     from golfmodel.bench.study_fit import fit_study
 
-    by: dict[int, dict[str, list[dict[str, Any]]]] = {b: {a.name: [] for a in arms} for b in plans}
+    by: dict[int, dict[str, list[dict[str, Any]]]] = {b: {a.name: [] for a in cfg.arms_at(b)} for b in plans}
     for s in specs:
         by[s.extra["budget"]][s.name].append(
             {**results[s.key], "lr": (s.extra["muon_lr"], s.extra["adam_lr"])}
         )
     budgets = {
-        b: aggregate_budget(arms, plans[b], by[b], b, cfg.bench.margin_nats, cfg.min_fill) for b in plans
+        b: aggregate_budget(cfg.arms_at(b), plans[b], by[b], b, cfg.bench.margin_nats, cfg.min_fill)
+        for b in plans
     }
     main_b = cfg.bench.budget_bytes
     main = budgets[main_b]

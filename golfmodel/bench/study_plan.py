@@ -51,11 +51,14 @@ class StudyConfig:
     muon_lrs: tuple[float, ...] = DEFAULT_MUON_LRS
     adam_lrs: tuple[float, ...] = DEFAULT_ADAM_LRS
     sweep_scale: float = 0.25  # sweep runs train this fraction of the arm's tokens
+    sweep_at: str = "all"  # all: every budget sweeps; main: the trend budgets take the main budget's LRs
     holdout_tokens: int = DEFAULT_HOLDOUT_TOKENS  # held-out TRAINING tokens the sweep is scored on
     min_fill: float = STUDY_MIN_FILL
 
     def __post_init__(self) -> None:
         parse_arms(self.arms, bigram=self.bigram_prior)  # raises naming the bad arm
+        if self.sweep_at not in ("all", "main"):
+            raise ValueError(f"sweep_at: must be all or main, got {self.sweep_at!r}")
         if self.lr_sweep not in ("off", "coord", "grid"):
             raise ValueError(f"lr_sweep: must be off, coord or grid, got {self.lr_sweep!r}")
         for name, lrs in (("muon_lrs", self.muon_lrs), ("adam_lrs", self.adam_lrs)):
@@ -83,6 +86,11 @@ class StudyConfig:
     def study_arms(self) -> tuple[StudyArm, ...]:
         return parse_arms(self.arms, bigram=self.bigram_prior)
 
+    def arms_at(self, budget: int) -> tuple[StudyArm, ...]:
+        """The arms run at `budget`: lever arms (the ablation rows) at the main budget only."""
+        arms = self.study_arms()
+        return arms if budget == self.bench.budget_bytes else tuple(a for a in arms if a.lever is None)
+
     def at(self, budget: int) -> BenchConfig:
         """The bench config of one budget (its keep-float threshold scales with it)."""
         return dataclasses.replace(self.bench, budget_bytes=budget, min_fill=self.min_fill)
@@ -91,7 +99,7 @@ class StudyConfig:
 def _solve(
     arm: StudyArm, cfg: BenchConfig, data: BenchData, out: Path, q2_model: dict[str, Any] | None
 ) -> ArmPlan:
-    """The arm's own shape at cfg's budget (not for twins)."""
+    """The arm's own shape at cfg's budget (not for twins; a lever arm's model fields re-solve it)."""
     cache = out / "solver.json"
     plan: str | dict[str, Any] | None = None if arm.arch == "gpt" else arm.plan
     if arm.plan == "q2-mixed":
@@ -112,9 +120,11 @@ def _solve(
 
 def _solve_shape(arm: StudyArm, cfg: BenchConfig, data: BenchData, cache: Path, plan: Any) -> dict[str, Any]:
     """The solver's plan (cached), fill checked against cfg.min_fill (raises ValueError below it)."""
+    model = arm.ablation.model if arm.lever is not None else {}  # sub_norm / pattern, at equal bytes
+    kw = {k: model[k] for k in ("pattern", "sub_norm") if k in model}
     return solve_shape(
         arm.solver_arm, data.vocab_size, cfg, cache, plan=plan,
-        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior,
+        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior, **kw,
     )  # fmt: skip
 
 
@@ -127,13 +137,18 @@ def int8_tokens_per_param(cfg: StudyConfig, data: BenchData, out: Path) -> tuple
 def plan_budget(cfg: StudyConfig, budget: int, data: BenchData, out: Path) -> dict[str, ArmPlan]:
     """Every arm's shape and token budget at `budget` (the int8 shape is solved even when not an arm)."""
     bcfg = cfg.at(budget)
-    arms = cfg.study_arms()
+    arms = cfg.arms_at(budget)
     tpp, _ = int8_tokens_per_param(cfg, data, out)
     i8 = _solve(parse_arms(BASELINE)[0], bcfg, data, out, None)
     int8_tokens = max(1, round(tpp * i8.params))
     shapes: dict[str, ArmPlan] = {}
     q2_models: dict[bool, dict[str, Any]] = {}
-    for arm in sorted((a for a in arms if not a.is_twin), key=lambda a: a.plan == "q2-mixed"):
+    for arm in sorted(
+        (a for a in arms if not a.is_twin), key=lambda a: (a.lever is not None, a.plan == "q2-mixed")
+    ):
+        if arm.lever is not None and not arm.ablation.model:
+            shapes[arm.name] = dataclasses.replace(shapes[arm.base], name=arm.name)  # type: ignore[index]
+            continue
         if arm.plan == "q2-mixed" and arm.bigram not in q2_models:
             q2_models[arm.bigram] = _solve(
                 parse_arms("q2" + ("+bigram" if arm.bigram else ""))[0], bcfg, data, out, None
@@ -176,20 +191,28 @@ def unit_spec(
         )
     steps = max(1, round((shape.steps or 1) * scale))
     plan = dataclasses.replace(shape, steps=steps, tokens=steps * bcfg.global_batch_tokens)
-    ab = Ablation(name="lr", description="", optim={"muon_lr": lr[0], "adam_lr": lr[1]})
+    lever = arm.ablation  # None, or the lever's trainer overrides (the LR stays the sweep's)
+    ab = Ablation(
+        name="lr" if lever is None else lever.name, description="",
+        optim={**(lever.optim if lever else {}), "muon_lr": lr[0], "adam_lr": lr[1]},
+        qat=lever.qat if lever else {}, averaging=lever.averaging if lever else {},
+        schedule=lever.schedule if lever else {},
+    )  # fmt: skip
+    recal = bcfg.recalibrate if lever is None or lever.recalibrate is None else lever.recalibrate
     job = make_job(plan, bcfg, data, seed=seed, est_steps=steps, ablation=ab)
     spec = ArmSpec(
         name=arm.name, kind=arm.kind, seed=seed, job=job, eval=bcfg.eval, val_shards=data.val_shards,
-        tokenizer=data.tokenizer, recalibrate=bcfg.recalibrate if arm.kind == "q2-geode" else "off",
+        tokenizer=data.tokenizer, recalibrate=recal if arm.kind == "q2-geode" else "off",
         data_hash=data.hash,
         pack_options={"keep_float": bcfg.int8_keep_float_numel} if arm.kind == "gpt-int8" else {},
         group=group, ablation=None,
         extra={"budget": budget, "plan": arm.plan, "arch": arm.arch, "solver_fill": shape.solver["fill"],
-               "muon_lr": lr[0], "adam_lr": lr[1], "description": ""},
+               "muon_lr": lr[0], "adam_lr": lr[1], "description": "", "lever": arm.lever, "base": arm.base},
     )  # fmt: skip
     key = arm_key(spec)
     tag = "sweep-" if group == "sweep" else ""
-    run_dir = out / "arms" / f"{tag}{arm.name.replace('+', '_')}-b{budget}-s{seed}-{key[:10]}"
+    safe = arm.name.replace("+", "_").replace("~", "_").replace("=", "-")
+    run_dir = out / "arms" / f"{tag}{safe}-b{budget}-s{seed}-{key[:10]}"
     return dataclasses.replace(spec, job={**job, "out_dir": str(run_dir)}, key=key, run_dir=str(run_dir))
 
 
@@ -199,7 +222,7 @@ def fill_table(cfg: StudyConfig, data: BenchData, out: Path) -> str:
     Solves with the minimum lifted (so every point is shown) and marks the ones the study would refuse.
     """
     loose = dataclasses.replace(cfg, min_fill=0.0)
-    arms = [a for a in cfg.study_arms() if not a.is_twin]
+    arms = [a for a in cfg.study_arms() if not a.is_twin and (a.lever is None or a.ablation.model)]
     lines = ["| budget | " + " | ".join(a.name for a in arms) + " |", "|---:|" + "---:|" * len(arms)]
     for b in cfg.all_budgets:
         shapes = plan_budget(loose, b, data, out)

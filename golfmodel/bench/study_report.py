@@ -59,6 +59,55 @@ def budget_table(arms: dict[str, dict[str, Any]], ranks: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def lever_table(arms: dict[str, dict[str, Any]]) -> str | None:
+    """The ablation rows of one budget: each lever arm against its base, paired by seed (None: no levers)."""
+    rows = [(n, e) for n, e in arms.items() if e.get("lever")]
+    if not rows:
+        return None
+    lines = [
+        "| lever | arm | base | final bpb | base final bpb | Δ vs base | p (paired, two-sided) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for n, e in sorted(
+        rows, key=lambda kv: kv[1]["delta_vs_base"] if kv[1]["delta_vs_base"] is not None else 0
+    ):
+        b = arms[e["base"]]
+        p = "n/a (1 seed)" if e["p_vs_base"] is None else _p(e["p_vs_base"])
+        lines.append(
+            f"| {e['lever']} | {n} | {e['base']} | {_pm(e['final_bpb'], e['final_bpb_std'])} | "
+            f"{_pm(b['final_bpb'], b['final_bpb_std'])} | {_f(e['delta_vs_base'], '+.4f')} | {p} |"
+        )
+    return "\n".join(lines)
+
+
+def lr_table(choices: dict[str, Any] | None) -> str | None:
+    """The tuned-LR row per arm: the chosen point against the trainer's default, on held-out training tokens."""
+    if not choices:
+        return None
+    from golfmodel.train.config import OptimConfig
+
+    d = OptimConfig()
+    lines = [
+        f"| arm@budget | chosen muon/adam | held-out bpb | default {d.muon_lr:g}/{d.adam_lr:g} held-out bpb | Δ (tuned − default) |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for key, c in choices.items():
+        default = next(
+            (
+                p["holdout_bpb"]
+                for p in c["points"]
+                if p["muon_lr"] == d.muon_lr and p["adam_lr"] == d.adam_lr
+            ),
+            None,
+        )
+        delta = None if default is None else c["holdout_bpb"] - default
+        lines.append(
+            f"| {key} | {c['muon_lr']:g}/{c['adam_lr']:g} | {c['holdout_bpb']:.4f} | {_f(default)} | "
+            f"{_f(delta, '+.4f')} |"
+        )
+    return "\n".join(lines)
+
+
 def verdict(result: dict[str, Any]) -> str:
     """A paragraph from the numbers: who wins where, the gap's trend and extrapolation, the penalty."""
     fit = result["details"]["fit"]
@@ -126,6 +175,13 @@ def markdown(result: dict[str, Any]) -> str:
            f"({d['margin_bpb']:.4f} bpb).", ""]  # fmt: skip
     for b, arms in budgets.items():
         out += [f"## {int(b):,} bytes", "", budget_table(arms, fit["ranks"].get(b, {})), ""]
+        levers = lever_table(arms)
+        if levers:
+            out += [f"### Levers at {int(b):,} bytes (ablation rows: one lever changed, at the base arm's LR)", "",
+                    levers, ""]  # fmt: skip
+    lrs = lr_table(d.get("lr_choices"))
+    if lrs:
+        out += ["## The LR sweep (held-out TRAINING tokens, sweep-scale runs; never validation)", "", lrs, ""]
     if len(budgets) > 1:
         out += [
             "## Scaling trend",

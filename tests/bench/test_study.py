@@ -113,3 +113,21 @@ def test_a_bigram_arm_is_compared_with_the_bigram_int8_arm() -> None:
     from golfmodel.bench.study_arms import parse_arm
 
     assert (baseline_of(parse_arm("q2+bigram")), baseline_of(parse_arm("q2"))) == ("int8+bigram", "int8")
+
+
+def test_a_lever_arm_brings_its_base_and_takes_its_plan() -> None:
+    """`q2-learned~no-avg` is geode × q2-learned with the no-avg lever; its base arm is added first."""
+    from golfmodel.bench.study_arms import parse_arms
+
+    arms = parse_arms("q2-learned~no-avg,int8")
+    assert [a.name for a in arms] == ["q2-learned", "q2-learned~no-avg", "int8"]
+    assert (arms[1].plan, arms[1].lever, arms[1].base) == ("q2-learned", "no-avg", "q2-learned")
+
+
+@pytest.mark.parametrize("name", ["int8~no-avg", "fp32-twin~no-avg", "q2~bigram", "q2~quant.plan=int4"])
+def test_a_lever_on_a_non_geode_arm_or_a_plan_change_is_refused(name: str) -> None:
+    """Levers change training of a quantised geode arm; plans and the prior have arms of their own."""
+    from golfmodel.bench.study_arms import parse_arms
+
+    with pytest.raises(ValueError, match=name.replace("+", r"\+")):
+        parse_arms(name)

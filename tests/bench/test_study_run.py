@@ -28,7 +28,8 @@ ARM_KEYS = {"plan", "params", "artifact_bytes", "budget_bytes", "fill", "tokens"
 def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
     """A width-32 (40 KB) or width-48 plan of the asked arm × plan that fills 96% of the budget."""
     plan = kw.get("plan") if arm != "gpt-int8" else None
-    cfg = budget.make_config(arm, vocab, 32 if budget_bytes < 50_000 else 48, 1, plan=plan, pattern="GC")
+    cfg = budget.make_config(arm, vocab, 32 if budget_bytes < 50_000 else 48, 1, plan=plan, pattern="GC",
+                             sub_norm=kw.get("sub_norm", False))  # fmt: skip
     return budget.Plan(
         config=cfg, params=0, artifact_bytes=int(0.96 * budget_bytes), code_bytes=0, budget_bytes=budget_bytes,
         fill=0.96, estimate_bytes=1, confirmed=True, trained_ratio=1.0,
@@ -60,11 +61,7 @@ class Recorder:
         return out
 
 
-@pytest.fixture(scope="module")
-def study(
-    tmp_path_factory: pytest.TempPathFactory, sample_root: Path
-) -> tuple[dict[str, Any], Recorder, Path]:
-    out = tmp_path_factory.mktemp("study")
+def _run(out: Path, sample_root: Path, **kw: Any) -> tuple[dict[str, Any], Recorder, Path]:
     sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
     data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
                      val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
@@ -75,14 +72,31 @@ def study(
         global_batch_tokens=1024,
         micro_batch_seqs=16,
         workers=1,
+        seeds=kw.pop("seeds", 1),
     )
-    cfg = StudyConfig(bench=bench, arms=("fp32-twin", "q2", "int8"), budgets=(60_000,), muon_lrs=(0.02, 0.04),
-                      adam_lrs=(0.004, 0.008), holdout_tokens=4096)  # fmt: skip
+    cfg = StudyConfig(bench=bench, budgets=(60_000,), muon_lrs=(0.02, 0.04), adam_lrs=(0.004, 0.008),
+                      holdout_tokens=4096, **kw)  # fmt: skip
     rec = Recorder()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(budget, "solve", fake_solve)
         result = run_study(cfg, data, out, execute=rec, log=lambda s: None)
     return result, rec, sp / "fineweb_val_000000.bin"
+
+
+@pytest.fixture(scope="module")
+def study(
+    tmp_path_factory: pytest.TempPathFactory, sample_root: Path
+) -> tuple[dict[str, Any], Recorder, Path]:
+    return _run(tmp_path_factory.mktemp("study"), sample_root, arms=("fp32-twin", "q2", "int8"))
+
+
+@pytest.fixture(scope="module")
+def levers(
+    tmp_path_factory: pytest.TempPathFactory, sample_root: Path
+) -> tuple[dict[str, Any], Recorder, Path]:
+    """Two lever arms of q2, two seeds, the sweep at the main budget only."""
+    arms = ("q2~no-avg", "q2~sub-norm", "int8")
+    return _run(tmp_path_factory.mktemp("levers"), sample_root, arms=arms, sweep_at="main", seeds=2)
 
 
 def test_sweep_units_are_scored_on_held_out_training_tokens(study) -> None:
@@ -168,3 +182,44 @@ def test_plan_only_table_marks_the_points_the_study_would_refuse(tmp_path: Path,
         mp.setattr(budget, "solve", int4_short)
         table = fill_table(cfg, data, tmp_path)
     assert "90.00%" in table and "⚠" in table and "96.00%" in table
+
+
+def test_lever_arms_run_at_the_main_budget_only_with_their_base_s_lr(levers) -> None:
+    """Ablation rows: only at 40 KB (the main budget), at q2's chosen LR, never swept themselves."""
+    _, rec, _ = levers
+    lever = [s for s in rec.specs if "~" in s.name]
+    assert lever and {s.extra["budget"] for s in lever} == {40_000} and all(s.group == "main" for s in lever)
+    assert {(s.job["optim"]["muon_lr"], s.job["optim"]["adam_lr"]) for s in lever} == {(0.04, 0.004)}
+
+
+def test_a_lever_arm_carries_its_override_and_a_model_lever_its_re_solved_shape(levers) -> None:
+    """q2~no-avg trains without averaging on q2's shape; q2~sub-norm is re-solved with SubLN."""
+    _, rec, _ = levers
+    by = {
+        s.name: s for s in rec.specs if s.group == "main" and s.extra["budget"] == 40_000 and s.seed == 1337
+    }
+    assert by["q2~no-avg"].job["averaging"]["kind"] == "none" and by["q2"].job["averaging"]["kind"] != "none"
+    assert by["q2~no-avg"].job["model"] == by["q2"].job["model"]
+    assert by["q2~sub-norm"].job["model"]["sub_norm"] and not by["q2"].job["model"]["sub_norm"]
+
+
+def test_sweep_at_main_sweeps_one_budget_and_the_trend_takes_its_choice(levers) -> None:
+    """With sweep_at=main no sweep unit runs at 60 KB, and the 60 KB units train at the 40 KB choice."""
+    _, rec, _ = levers
+    assert {s.extra["budget"] for s in rec.specs if s.group == "sweep"} == {40_000}
+    trend = [s for s in rec.specs if s.group == "main" and s.extra["budget"] == 60_000]
+    assert trend and {(s.job["optim"]["muon_lr"], s.job["optim"]["adam_lr"]) for s in trend} == {
+        (0.04, 0.004)
+    }
+
+
+def test_lever_rows_report_their_delta_against_the_base_paired_by_seed(levers) -> None:
+    """Δ vs base (the made-up scores put q2 0.1 above its levers), a paired p, and the report's lever table."""
+    result, _, _ = levers
+    row = result["arms"]["q2~no-avg"]
+    assert (
+        row["base"] == "q2" and row["delta_vs_base"] == pytest.approx(-0.1) and row["p_vs_base"] is not None
+    )
+    assert "~" not in "".join(result["budgets"]["60000"])
+    md = (Path(result["details"]["out_dir"]) / "study.md").read_text()
+    assert "### Levers at 40,000 bytes" in md and "| no-avg | q2~no-avg | q2 |" in md
