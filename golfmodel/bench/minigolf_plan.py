@@ -48,12 +48,15 @@ def solve_shape(
     bigram_table: str | None = None,
     sub_norm: bool = False,
     plan: str | dict[str, Any] | None = None,
+    size_scale: float = 1.0,
 ) -> dict[str, Any]:
     """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source).
 
     bigram_table: the bench's real bigram log-prior (.npz, named by the data hash); with
     bigram_prior the solver packs it instead of a random table, so the shape fills the budget.
     plan: a quantisation plan (name or table) for the arm's architecture instead of its default.
+    size_scale: multiplies the solver's size prediction (the study's fit to trained bytes: measured
+    artifact / predicted, after a first training at the chosen LR; 1.0 = the shipped ratios).
     """
     from golfmodel.model import budget
     from golfmodel.quant.plan import arm_arch, parse_arm
@@ -64,7 +67,8 @@ def solve_shape(
     key = sha256_json(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
-         "plan": plan, "mlp_step": cfg.mlp_step, "src": source_hash()}
+         "plan": plan, "mlp_step": cfg.mlp_step, "src": source_hash(),
+         **({"size_scale": size_scale} if size_scale != 1.0 else {})}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
@@ -74,6 +78,8 @@ def solve_shape(
             "bigram_logprior": bigram_table,
             "mlp_step": cfg.mlp_step,
         }
+        if size_scale != 1.0:
+            kw["ratios"] = _scaled_ratios(cfg.budget_bytes, size_scale)
         if plan is not None:
             kw["plan"], arm = plan, arch_arm
         if keep is None:
@@ -96,6 +102,15 @@ def solve_shape(
             f"minimum of {cfg.min_fill:.0%}; pick another budget (or lower min_fill)"
         )
     return plan
+
+
+def _scaled_ratios(budget_bytes: int, scale: float) -> Any:
+    """The shipped trained-byte ratios of this budget's regime with every container factor × scale."""
+    from golfmodel.model.trained_ratio import TrainedRatios, load_ratios
+
+    base = load_ratios(None, budget_bytes)
+    containers = {e: base.container(e) * scale for e in ("q2bn", "int8zlib")}
+    return TrainedRatios(base.ratios, containers, f"{base.source} × {scale:.4f} (fit to trained bytes)")
 
 
 def _int8_solver_options(keep_float: int) -> dict[str, Any]:

@@ -97,8 +97,9 @@ class StudyConfig:
 
 
 def _solve(
-    arm: StudyArm, cfg: BenchConfig, data: BenchData, out: Path, q2_model: dict[str, Any] | None
-) -> ArmPlan:
+    arm: StudyArm, cfg: BenchConfig, data: BenchData, out: Path, q2_model: dict[str, Any] | None,
+    scale: float = 1.0,
+) -> ArmPlan:  # fmt: skip
     """The arm's own shape at cfg's budget (not for twins; a lever arm's model fields re-solve it)."""
     cache = out / "solver.json"
     plan: str | dict[str, Any] | None = None if arm.arch == "gpt" else arm.plan
@@ -108,7 +109,7 @@ def _solve(
         ab = Ablation(name="q2-mixed", description="the allocator's plan", quant={"plan": "q2-mixed"})
         plan = mixed_plan_for(q2_model, ab, cfg, data, out).to_dict()
     try:
-        solver = _solve_shape(arm, cfg, data, cache, plan)
+        solver = _solve_shape(arm, cfg, data, cache, plan, scale)
     except ValueError as e:
         raise ValueError(f"arm {arm.name} (plan {arm.plan}) at {cfg.budget_bytes:,} bytes: {e}") from None
     model = _model_config(solver, cfg)
@@ -118,13 +119,18 @@ def _solve(
     )  # fmt: skip
 
 
-def _solve_shape(arm: StudyArm, cfg: BenchConfig, data: BenchData, cache: Path, plan: Any) -> dict[str, Any]:
-    """The solver's plan (cached), fill checked against cfg.min_fill (raises ValueError below it)."""
+def _solve_shape(
+    arm: StudyArm, cfg: BenchConfig, data: BenchData, cache: Path, plan: Any, scale: float = 1.0
+) -> dict[str, Any]:
+    """The solver's plan (cached), fill checked against cfg.min_fill (raises ValueError below it).
+
+    scale multiplies the size prediction (`run_study`'s fit to trained bytes; 1.0 = the shipped ratios).
+    """
     model = arm.ablation.model if arm.lever is not None else {}  # sub_norm / pattern, at equal bytes
     kw = {k: model[k] for k in ("pattern", "sub_norm") if k in model}
     return solve_shape(
         arm.solver_arm, data.vocab_size, cfg, cache, plan=plan,
-        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior, **kw,
+        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior, size_scale=scale, **kw,
     )  # fmt: skip
 
 
@@ -134,8 +140,16 @@ def int8_tokens_per_param(cfg: StudyConfig, data: BenchData, out: Path) -> tuple
     return cfg.bench.int8_tokens / ref.params, ref.params
 
 
-def plan_budget(cfg: StudyConfig, budget: int, data: BenchData, out: Path) -> dict[str, ArmPlan]:
-    """Every arm's shape and token budget at `budget` (the int8 shape is solved even when not an arm)."""
+def plan_budget(
+    cfg: StudyConfig, budget: int, data: BenchData, out: Path, scales: dict[str, float] | None = None
+) -> dict[str, ArmPlan]:
+    """Every arm's shape and token budget at `budget` (the int8 shape is solved even when not an arm).
+
+    scales: arm name → size-prediction factor from the fit to trained bytes (`run_study`). The token
+    budgets stay anchored to the unscaled int8 solve (the reference point), so refitting one arm's
+    shape changes no other arm's tokens; a refitted int8 arm keeps its tokens with fewer parameters.
+    """
+    scales = scales or {}
     bcfg = cfg.at(budget)
     arms = cfg.arms_at(budget)
     tpp, _ = int8_tokens_per_param(cfg, data, out)
@@ -153,7 +167,7 @@ def plan_budget(cfg: StudyConfig, budget: int, data: BenchData, out: Path) -> di
             q2_models[arm.bigram] = _solve(
                 parse_arms("q2" + ("+bigram" if arm.bigram else ""))[0], bcfg, data, out, None
             ).model
-        shape = _solve(arm, bcfg, data, out, q2_models.get(arm.bigram))
+        shape = _solve(arm, bcfg, data, out, q2_models.get(arm.bigram), scales.get(arm.name, 1.0))
         if arm.plan == "q2":
             q2_models[arm.bigram] = shape.model
         tokens = int8_tokens if arm.arch == "gpt" else matched_tokens(int8_tokens, i8.params, shape.params)

@@ -179,6 +179,20 @@ def markdown(result: dict[str, Any]) -> str:
         if levers:
             out += [f"### Levers at {int(b):,} bytes (ablation rows: one lever changed, at the base arm's LR)", "",
                     levers, ""]  # fmt: skip
+    if d.get("refits"):
+        out += ["## Fit to trained bytes (re-solved arms)", "",
+                "An arm whose first trained artifact (first seed, chosen LR) landed outside [minimum fill, 100%] "
+                "of its budget was re-solved with its size prediction scaled by measured/predicted and trained "
+                "again; its tokens stay those of the reference point.", "",
+                "| budget | arm | round | params | predicted bytes | trained bytes | scale | new params | new predicted |",
+                "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in d["refits"]:
+            out.append(
+                f"| {r['budget']:,} | {r['arm']} | {r['round']} | {r['params']:,} | {r['predicted_bytes']:,} | "
+                f"{r['trained_bytes']:,} | {r['scale']:.4f} | {r.get('new_params', 0):,} | "
+                f"{r.get('new_predicted_bytes', 0):,} |"
+            )
+        out.append("")
     lrs = lr_table(d.get("lr_choices"))
     if lrs:
         out += ["## The LR sweep (held-out TRAINING tokens, sweep-scale runs; never validation)", "", lrs, ""]

@@ -28,7 +28,10 @@ ARM_KEYS = {"plan", "params", "artifact_bytes", "budget_bytes", "fill", "tokens"
 def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
     """A width-32 (40 KB) or width-48 plan of the asked arm × plan that fills 96% of the budget."""
     plan = kw.get("plan") if arm != "gpt-int8" else None
-    cfg = budget.make_config(arm, vocab, 32 if budget_bytes < 50_000 else 48, 1, plan=plan, pattern="GC",
+    shrunk = (
+        kw.get("ratios") is not None and kw["ratios"].container("int8zlib") > 1.1
+    )  # a refit's scaled sizes
+    cfg = budget.make_config(arm, vocab, 32 if budget_bytes < 50_000 or shrunk else 48, 1, plan=plan, pattern="GC",
                              sub_norm=kw.get("sub_norm", False))  # fmt: skip
     return budget.Plan(
         config=cfg, params=0, artifact_bytes=int(0.96 * budget_bytes), code_bytes=0, budget_bytes=budget_bytes,
@@ -37,10 +40,14 @@ def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Pla
 
 
 class Recorder:
-    """An executor that records every unit and returns a made-up result for it."""
+    """An executor that records every unit and returns a made-up result for it.
 
-    def __init__(self) -> None:
+    overfill: an arm name whose width-48 model's artifact comes out at 125% of its budget.
+    """
+
+    def __init__(self, overfill: str | None = None) -> None:
         self.specs: list[ArmSpec] = []
+        self.overfill = overfill
 
     def __call__(self, specs: list[ArmSpec]) -> dict[str, dict[str, Any]]:
         self.specs += specs
@@ -52,8 +59,10 @@ class Recorder:
             )
             steps = int(s.job["train"]["max_steps"])
             tokens = steps * int(s.job["train"]["global_batch_tokens"])
+            over = s.name == self.overfill and s.job["model"]["d_model"] == 48
             out[s.key] = {
-                "seed": s.seed, "params": 1000 + x["budget"] // 100, "artifact_bytes": int(0.97 * x["budget"]),
+                "seed": s.seed, "params": 1000 + x["budget"] // 100,
+                "artifact_bytes": int((1.25 if over else 0.97) * x["budget"]),
                 "steps": steps, "tokens": tokens, "tokens_per_s": 1.0, "train_seconds": 1.0, "prequant_bpb": bpb,
                 "final_bpb": bpb, "prequant_nll": 1.0, "final_nll": 1.0, "recalibration": None, "curve": [],
                 "cached": False, "model": s.job["model"], "n_targets": 100, "n_bytes": 100,
@@ -66,17 +75,18 @@ def _run(out: Path, sample_root: Path, **kw: Any) -> tuple[dict[str, Any], Recor
     data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
                      val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
     bench = BenchConfig(
-        budget_bytes=40_000,
         int8_tokens=8192,
         seq_len=64,
         global_batch_tokens=1024,
         micro_batch_seqs=16,
         workers=1,
         seeds=kw.pop("seeds", 1),
+        budget_bytes=kw.pop("budget", 40_000),
     )
-    cfg = StudyConfig(bench=bench, budgets=(60_000,), muon_lrs=(0.02, 0.04), adam_lrs=(0.004, 0.008),
-                      holdout_tokens=4096, **kw)  # fmt: skip
-    rec = Recorder()
+    overfill = kw.pop("overfill", None)
+    cfg = StudyConfig(bench=bench, budgets=kw.pop("budgets", (60_000,)), muon_lrs=(0.02, 0.04),
+                      adam_lrs=(0.004, 0.008), holdout_tokens=4096, **kw)  # fmt: skip
+    rec = Recorder(overfill)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(budget, "solve", fake_solve)
         result = run_study(cfg, data, out, execute=rec, log=lambda s: None)
@@ -223,3 +233,34 @@ def test_lever_rows_report_their_delta_against_the_base_paired_by_seed(levers) -
     assert "~" not in "".join(result["budgets"]["60000"])
     md = (Path(result["details"]["out_dir"]) / "study.md").read_text()
     assert "### Levers at 40,000 bytes" in md and "| no-avg | q2~no-avg | q2 |" in md
+
+
+def test_an_arm_over_its_budget_is_re_solved_and_retrained_keeping_its_tokens(
+    tmp_path: Path, sample_root: Path
+) -> None:
+    """int8's first artifact at 60 KB is 125% of it: re-solved (width 48 → 32), all its seeds retrained."""
+    result, rec, _ = _run(tmp_path, sample_root, arms=("q2", "int8"), budget=60_000, budgets=(), seeds=2,
+                          lr_sweep="off", overfill="int8")  # fmt: skip
+    (refit,) = result["details"]["refits"]
+    assert (refit["arm"], refit["budget"], refit["trained_bytes"]) == ("int8", 60_000, 75_000)
+    assert refit["scale"] == pytest.approx(75_000 / 57_600 * 1.01)
+    final = [s for s in rec.specs if s.name == "int8" and s.job["model"]["d_model"] == 32]
+    first = next(s for s in rec.specs if s.name == "int8" and s.job["model"]["d_model"] == 48)
+    assert {s.seed for s in final} == {1337, 1338}
+    assert {s.job["train"]["max_steps"] for s in final} == {first.job["train"]["max_steps"]}
+    assert result["arms"]["int8"]["fill_ok"] and result["arms"]["int8"]["fill"] == pytest.approx(0.97)
+    assert "## Fit to trained bytes" in (Path(result["details"]["out_dir"]) / "study.md").read_text()
+
+
+def test_an_arm_that_fits_is_not_refitted(study) -> None:
+    """Every made-up artifact of the default fixture lands at 97%: no refit, one unit (key) per arm x budget x seed.
+
+    (The fit round's units are the main table's first seed again: the real executor reads them back.)
+    """
+    result, rec, _ = study
+    assert result["details"]["refits"] == []
+    keys: dict[tuple[str, int, int], set[str]] = {}
+    for s in rec.specs:
+        if s.group == "main":
+            keys.setdefault((s.name, s.extra["budget"], s.seed), set()).add(s.key)
+    assert keys and all(len(k) == 1 for k in keys.values())
