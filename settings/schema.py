@@ -163,8 +163,9 @@ class QuantSettings(BaseModel):
 
     plan: str | dict[str, Any] | None = Field(
         None,
-        description="Quantisation plan: a name (q2, ternary, int4, int6, int8, q2-mixed = the "
-        "allocator's, chosen by a sensitivity probe in the train stage) or an inline table "
+        description="Quantisation plan: a name (q2, q2-learned = q2 with learned per-row scales, ternary, "
+        "int4, int6, int8, q2-mixed = the allocator's, chosen by a sensitivity probe in the train stage) "
+        "or an inline table "
         "(QuantPlan form: name, rules = [{family, depth, spec}], ...); None = the arch's default "
         "(geode: q2, gpt: int8).",
     )
@@ -175,7 +176,7 @@ class QuantSettings(BaseModel):
         ("q2", "fp16"),
         min_length=1,
         description="q2-mixed: spec labels the allocator chooses from per part (e.g. q2, fp16, int4, int4g64, "
-        "int8). Q2BN version 1 round-trips q2 and fp16 block matrices only; add int kinds once version 2 lands.",
+        "int8; Q2BN version 2 stores every kind).",
     )
     qat: bool = Field(
         True, description="Quantisation-aware training (off = the fp32 twin; gpt-int8 ignores it)."
