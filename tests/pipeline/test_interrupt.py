@@ -79,6 +79,10 @@ def interrupted(
         # not communicate(): it would read stderr too, racing the reader thread for the last lines
         proc.wait(timeout=60)
         out = proc.stdout.read()  # type: ignore[union-attr]  # a few summary lines
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(timeout=15)
+        pytest.fail(f"`golf run` still running 60 s after SIGINT; its stderr ends:\n{''.join(err)[-3000:]}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
