@@ -138,25 +138,31 @@ def _fit_bytes(
                 bad.append((s.name, b, got, plans[b][s.name]))
         if not bad or rnd == MAX_REFITS:
             for name, b, got, _ in bad:
-                log(
-                    f"{b:,} B  {name}: still {got / b:.1%} of the budget after {MAX_REFITS} refits (flagged ⚠)"
-                )
+                log(f"{b:,} B  {name}: still {got / b:.1%} of the budget after the refits (flagged ⚠)")
             break
+        changed = False
         for name, b, got, shape in bad:
             predicted = shape.solver["artifact_bytes"]
-            scales[b][name] = (
-                scales[b].get(name, 1.0) * got / predicted * (REFIT_HEADROOM if got > b else 1.0)
-            )
+            scale = scales[b].get(name, 1.0) * got / predicted * (REFIT_HEADROOM if got > b else 1.0)
+            trial = {**scales[b], name: scale}
+            try:
+                replanned = plan_budget(cfg, b, data, out, trial)
+            except ValueError as e:  # the solver cannot place a shape in [min_fill, 100%] at this scale
+                log(f"{b:,} B  {name}: trained {got / b:.1%} of the budget; no refit ({e}); flagged ⚠")
+                continue
+            new = replanned[name]
+            if new.params == shape.params:
+                log(f"{b:,} B  {name}: trained {got / b:.1%} of the budget; the re-solve at sizes × {scale:.4f} "
+                    "gives the same shape (the solver's width/MLP steps), kept and flagged ⚠")  # fmt: skip
+                continue
+            scales[b], plans[b], changed = trial, replanned, True
             refits.append({"arm": name, "budget": b, "round": rnd + 1, "params": shape.params,
-                           "predicted_bytes": predicted, "trained_bytes": got, "scale": scales[b][name]})  # fmt: skip
-        for b in {b for _, b, _, _ in bad}:
-            plans[b] = plan_budget(cfg, b, data, out, scales[b])
-        for r in refits[-len(bad) :]:
-            new = plans[r["budget"]][r["arm"]]
-            r["new_params"], r["new_predicted_bytes"] = new.params, new.solver["artifact_bytes"]
-            log(f"{r['budget']:,} B  {r['arm']}: trained artifact {r['trained_bytes']:,} B against a prediction of "
-                f"{r['predicted_bytes']:,}; re-solved with sizes × {r['scale']:.4f}: {r['params']:,} → "
-                f"{new.params:,} params")  # fmt: skip
+                           "predicted_bytes": predicted, "trained_bytes": got, "scale": scale,
+                           "new_params": new.params, "new_predicted_bytes": new.solver["artifact_bytes"]})  # fmt: skip
+            log(f"{b:,} B  {name}: trained artifact {got:,} B against a prediction of {predicted:,}; re-solved "
+                f"with sizes × {scale:.4f}: {shape.params:,} → {new.params:,} params")  # fmt: skip
+        if not changed:
+            break
     return plans, refits
 
 

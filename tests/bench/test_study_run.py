@@ -42,12 +42,13 @@ def fake_solve(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Pla
 class Recorder:
     """An executor that records every unit and returns a made-up result for it.
 
-    overfill: an arm name whose width-48 model's artifact comes out at 125% of its budget.
+    overfill: an arm name whose width-48 model's artifact comes out at 125% of its budget;
+    underfill: one whose artifacts always come out at 90% (the fake solver has no bigger shape).
     """
 
-    def __init__(self, overfill: str | None = None) -> None:
+    def __init__(self, overfill: str | None = None, underfill: str | None = None) -> None:
         self.specs: list[ArmSpec] = []
-        self.overfill = overfill
+        self.overfill, self.underfill = overfill, underfill
 
     def __call__(self, specs: list[ArmSpec]) -> dict[str, dict[str, Any]]:
         self.specs += specs
@@ -62,7 +63,7 @@ class Recorder:
             over = s.name == self.overfill and s.job["model"]["d_model"] == 48
             out[s.key] = {
                 "seed": s.seed, "params": 1000 + x["budget"] // 100,
-                "artifact_bytes": int((1.25 if over else 0.97) * x["budget"]),
+                "artifact_bytes": int((1.25 if over else 0.90 if s.name == self.underfill else 0.97) * x["budget"]),
                 "steps": steps, "tokens": tokens, "tokens_per_s": 1.0, "train_seconds": 1.0, "prequant_bpb": bpb,
                 "final_bpb": bpb, "prequant_nll": 1.0, "final_nll": 1.0, "recalibration": None, "curve": [],
                 "cached": False, "model": s.job["model"], "n_targets": 100, "n_bytes": 100,
@@ -83,10 +84,10 @@ def _run(out: Path, sample_root: Path, **kw: Any) -> tuple[dict[str, Any], Recor
         seeds=kw.pop("seeds", 1),
         budget_bytes=kw.pop("budget", 40_000),
     )
-    overfill = kw.pop("overfill", None)
+    overfill, underfill = kw.pop("overfill", None), kw.pop("underfill", None)
     cfg = StudyConfig(bench=bench, budgets=kw.pop("budgets", (60_000,)), muon_lrs=(0.02, 0.04),
                       adam_lrs=(0.004, 0.008), holdout_tokens=4096, **kw)  # fmt: skip
-    rec = Recorder(overfill)
+    rec = Recorder(overfill, underfill)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(budget, "solve", fake_solve)
         result = run_study(cfg, data, out, execute=rec, log=lambda s: None)
@@ -264,3 +265,14 @@ def test_an_arm_that_fits_is_not_refitted(study) -> None:
         if s.group == "main":
             keys.setdefault((s.name, s.extra["budget"], s.seed), set()).add(s.key)
     assert keys and all(len(k) == 1 for k in keys.values())
+
+
+def test_an_arm_the_solver_cannot_place_closer_keeps_its_shape_flagged(
+    tmp_path: Path, sample_root: Path
+) -> None:
+    """An under-filled arm whose re-solve gives the same shape is not retrained; its row is flagged, the study ends."""
+    result, rec, _ = _run(tmp_path, sample_root, arms=("q2", "int8"), budget=60_000, budgets=(), lr_sweep="off",
+                          overfill=None, underfill="q2")  # fmt: skip
+    assert result["details"]["refits"] == []
+    assert not result["arms"]["q2"]["fill_ok"] and result["arms"]["int8"]["fill_ok"]
+    assert len({s.key for s in rec.specs if s.name == "q2"}) == 1
