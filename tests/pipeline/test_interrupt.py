@@ -40,6 +40,13 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _terminal_signals() -> None:
+    """Preexec: SIGINT/SIGHUP/SIGTERM at their defaults, as in a terminal's foreground job — whatever
+    the suite inherited (`make test &` ignores SIGINT, `nohup` SIGHUP, and children inherit that)."""
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -60,7 +67,13 @@ def interrupted(
     cmd = [sys.executable, "-m", "golf.flows.cli", "run", "--preset", "test",
            "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=5", "--set", "train.val_tokens=4096"]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_terminal_signals,
     )
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")), daemon=True)  # type: ignore[union-attr]
@@ -121,6 +134,17 @@ def test_interrupted_training_keeps_its_checkpoint(interrupted: dict[str, Any]) 
 
 def test_first_signal_interrupts_later_ones_are_ignored() -> None:
     """SIGHUP or SIGTERM becomes one KeyboardInterrupt naming the signal; a second one is only recorded."""
+    saved = {
+        sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGHUP, signal.SIGTERM)
+    }  # not inherited ignores
+    try:
+        _first_signal_contract()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _first_signal_contract() -> None:
     with InterruptSignals() as signals:
         with pytest.raises(KeyboardInterrupt) as info:
             os.kill(os.getpid(), signal.SIGHUP)
