@@ -24,21 +24,14 @@ API_RETRY_STATUS = (502, 503, 504)
 
 def is_transient(exc: BaseException) -> bool:
     """True for faults a retry can cure: network faults and a lost/overloaded Prefect API."""
-    from golfmodel.data.hub import is_network_fault
+    from golfmodel.data.hub import exception_chain, is_network_fault
 
     if is_network_fault(exc):
         return True
-    seen: set[int] = set()
-    chain: list[BaseException] = [exc]
-    while chain:
-        e = chain.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in exception_chain(exc):
         status = getattr(getattr(e, "response", None), "status_code", None)
         if type(e).__name__ in ("HTTPStatusError", "PrefectHTTPStatusError") and status in API_RETRY_STATUS:
             return True
-        chain.extend(x for x in (e.__cause__, e.__context__) if x is not None)
     return False
 
 

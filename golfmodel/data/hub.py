@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -166,13 +166,7 @@ def is_network_fault(exc: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     network = _network_error_types()
-    seen: set[int] = set()
-    chain: list[BaseException] = [exc]
-    while chain:
-        e = chain.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in exception_chain(exc):
         if isinstance(e, (OfflineModeIsEnabled, ChecksumError, HubUnreachableError)):
             return False
         response = getattr(e, "response", None)
@@ -181,8 +175,20 @@ def is_network_fault(exc: BaseException) -> bool:
             return status in RETRY_STATUS
         if isinstance(e, network):
             return True
-        chain.extend(x for x in (e.__cause__, e.__context__) if x is not None)
     return False
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then every exception behind it (`__cause__`, `__context__`), breadth first, each once."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
 
 
 def with_retries(
