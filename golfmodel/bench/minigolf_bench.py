@@ -131,6 +131,11 @@ def _parser() -> argparse.ArgumentParser:
         "--recalibrate", choices=("off", "mse", "act"), default="mse",
         help="τ-recalibration stage on q2-geode (the pipeline's quant.recalibrate; default mse)",
     )  # fmt: skip
+    a.add_argument(
+        "--sub-norm", choices=("on", "off"), default="on",
+        help="SubLN (RMSNorm before each output projection) in every geode arm's blocks (default on: the q2 "
+        "default since the study; the gpt-int8 baseline never has it)",
+    )  # fmt: skip
     s = p.add_argument_group("study (issue 12; used unless --ablate, --calibrate or --match time)")
     s.add_argument(
         "--arms", default=",".join(DEFAULT_ARMS), metavar="LIST",
@@ -255,7 +260,8 @@ def config_from_args(args: argparse.Namespace) -> mg.BenchConfig:
                 seq_len=args.eval_seq_len, stride=args.stride, rule=args.rule, max_tokens=args.eval_tokens
             ),
             recalibrate=args.recalibrate,
-            ablations=mg.expand_ablations(args.ablate),
+            ablations=mg.expand_ablations(args.ablate, sub_norm=args.sub_norm == "on"),
+            sub_norm=args.sub_norm == "on",
             ablation_scale=args.ablate_scale,
             min_fill=mg.MIN_FILL if args.min_fill is None else args.min_fill,
             int8_keep_float=args.int8_keep_float,

@@ -59,6 +59,10 @@ class BenchConfig:
     # the solver's MLP top-up step (gpt; geode's stays 16): one step of 16 at the bench's d ≈ 128 is
     # ~6% of 120 KB, so the int8 arm's fill landed anywhere in 94–100%; 4 lands within ~1.5%
     mlp_step: int = 4
+    # SubLN (an RMSNorm before every output projection) in every geode arm's blocks: the q2 default
+    # since the study measured it at -0.128 bpb (3 seeds, p = 0.006; docs/decisions/study.md). The
+    # gpt-int8 arm is the challenge baseline's module and never has it.
+    sub_norm: bool = True
 
     @property
     def int8_keep_float_numel(self) -> int:
@@ -88,7 +92,7 @@ class BenchConfig:
             f"recalibrate must be off|mse|act, got {self.recalibrate!r}",
         )
         for name in self.ablations:
-            parse_ablation(name)  # raises with the list of known names
+            check_changes(parse_ablation(name), sub_norm=self.sub_norm)  # raises with the known names
 
 
 # --- ablations ---------------------------------------------------------------------------------------
@@ -120,6 +124,7 @@ ABLATION_NAMES = (
     "recal-act",
     "bigram",
     "sub-norm",
+    "no-sub-norm",
 )
 
 
@@ -214,6 +219,12 @@ def parse_ablation(spec: str) -> Ablation:
             description="RMSNorm before every output projection (SubLN), at equal bytes",
             model={"sub_norm": True},
         )
+    if name == "no-sub-norm":
+        return Ablation(
+            name=spec,
+            description="no RMSNorm before the output projections (the spec's block), at equal bytes",
+            model={"sub_norm": False},
+        )
     if name == "bigram":
         return Ablation(
             name=spec,
@@ -264,14 +275,25 @@ def _validate_overrides(ab: Ablation) -> None:
             raise ValueError(f"ablation {ab.name!r}: {e}") from None
 
 
-def expand_ablations(names: Sequence[str]) -> tuple[str, ...]:
-    """Split comma lists and expand `all`; keeps order, drops duplicates."""
+def check_changes(ab: Ablation, *, sub_norm: bool) -> None:
+    """Raise when an ablation only sets the SubLN switch to the bench's own block (a row equal to its base)."""
+    others = (ab.qat, ab.averaging, ab.optim, ab.schedule, ab.quant, ab.recalibrate)
+    if ab.model == {"sub_norm": sub_norm} and not any(x for x in others):
+        raise ValueError(
+            f"ablation {ab.name!r} changes nothing: the bench's geode blocks already have sub_norm={sub_norm} "
+            f"(--sub-norm {'on' if sub_norm else 'off'}); the lever is {'no-sub-norm' if sub_norm else 'sub-norm'}"
+        )
+
+
+def expand_ablations(names: Sequence[str], *, sub_norm: bool = True) -> tuple[str, ...]:
+    """Split comma lists and expand `all` (the SubLN toggle that changes `sub_norm`); keeps order, drops duplicates."""
+    every = tuple(n for n in ABLATION_NAMES if n != ("sub-norm" if sub_norm else "no-sub-norm"))
     out: list[str] = []
     for item in names:
         for name in (s.strip() for s in item.split(",")):
             if not name:
                 continue
-            for n in ABLATION_NAMES if name == "all" else (name,):
+            for n in every if name == "all" else (name,):
                 if n not in out:
                     out.append(n)
     return tuple(out)

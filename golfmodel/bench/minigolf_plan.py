@@ -46,7 +46,7 @@ def solve_shape(
     pattern: str = "GCCC",
     bigram_prior: bool = False,
     bigram_table: str | None = None,
-    sub_norm: bool = False,
+    sub_norm: bool | None = None,
     plan: str | dict[str, Any] | None = None,
     size_scale: float = 1.0,
 ) -> dict[str, Any]:
@@ -57,11 +57,14 @@ def solve_shape(
     plan: a quantisation plan (name or table) for the arm's architecture instead of its default.
     size_scale: multiplies the solver's size prediction (the study's fit to trained bytes: measured
     artifact / predicted, after a first training at the chosen LR; 1.0 = the shipped ratios).
+    sub_norm: None = the bench's block (cfg.sub_norm on geode; the gpt baseline never has SubLN).
     """
     from golfmodel.model import budget
     from golfmodel.quant.plan import arm_arch, parse_arm
 
     arch_arm = arm if plan is None else arm_arch(arm)  # an alias arm name fixes its own plan
+    if sub_norm is None:
+        sub_norm = cfg.sub_norm and arm_arch(arm) == "geode"
     baseline_export = parse_arm(arch_arm, plan)[1].export == "int8zlib"  # the baseline's float rules apply
     keep = cfg.int8_keep_float_numel if baseline_export else None
     key = sha256_json(
@@ -258,7 +261,7 @@ def plan_arms(
                     "q2-geode", data.vocab_size, cfg, solver_cache, plan=qplan,
                     pattern=ab.model.get("pattern", "GCCC"),
                     bigram_prior=ab.model.get("bigram_prior", False), bigram_table=data.bigram_logprior,
-                    sub_norm=ab.model.get("sub_norm", False),
+                    sub_norm=ab.model.get("sub_norm"),
                 )  # fmt: skip
                 model = _model_config(solver, cfg)
                 params = _param_count(model)
@@ -271,7 +274,7 @@ def plan_arms(
                     pattern=ab.model.get("pattern", "GCCC"),
                     bigram_prior=ab.model.get("bigram_prior", False),
                     bigram_table=data.bigram_logprior,
-                    sub_norm=ab.model.get("sub_norm", False),
+                    sub_norm=ab.model.get("sub_norm"),
                 )
                 model = _model_config(solver, cfg)
                 params = _param_count(model)

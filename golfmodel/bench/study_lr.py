@@ -7,7 +7,7 @@
 Selection never looks at validation tokens (SPEC §3): sweep runs train on the training shards
 minus their last `holdout_tokens` tokens (cut at a document start when one is near) and are
 scored — packed, reloaded, bits per byte, exactly like a main run — on that held-out tail.
-`coord` sweeps Muon's LR at the default Adam LR (wave 1), then Adam's LR at the best Muon LR
+`coord` sweeps Muon's LR at the grid's middle Adam LR (wave 1), then Adam's LR at the best Muon LR
 (wave 2): 5 runs for 3 + 3 points; `grid` runs every pair in one wave (9 runs).
 """
 
@@ -24,8 +24,10 @@ import numpy as np
 from golfmodel.bench.minigolf_arm import sha256_json
 from golfmodel.bench.minigolf_data import BenchData
 
-DEFAULT_MUON_LRS = (0.02, 0.04, 0.08)  # the trainer's 0.02 is under-tuned at this scale (docs/minigolf.md)
-DEFAULT_ADAM_LRS = (0.004, 0.008, 0.016)
+# One step up from the first study's grid (0.02-0.08 × 0.004-0.016), whose corner 0.08/0.016 won for
+# 6 of 7 arms at 120 KB (docs/decisions/study.md): the trainer's 0.02/0.008 is under-tuned at this scale.
+DEFAULT_MUON_LRS = (0.04, 0.08, 0.16)
+DEFAULT_ADAM_LRS = (0.008, 0.016, 0.032)
 DEFAULT_HOLDOUT_TOKENS = 65_536
 DOC_SEARCH = 4096  # tokens before the cut searched for a document start (BOS)
 BOS = 1
@@ -72,11 +74,8 @@ def split_holdout(data: BenchData, holdout_tokens: int, out_dir: Path) -> BenchD
 
 
 def default_adam(adam_lrs: Sequence[float]) -> float:
-    """The Adam LR wave 1 holds fixed: the trainer's default when listed, else the middle point."""
-    from golfmodel.train.config import OptimConfig
-
-    d = OptimConfig().adam_lr
-    return d if d in adam_lrs else sorted(adam_lrs)[len(adam_lrs) // 2]
+    """The Adam LR wave 1 holds fixed: the middle point of the grid (the upper middle of two)."""
+    return sorted(adam_lrs)[len(adam_lrs) // 2]
 
 
 def sweep_points(

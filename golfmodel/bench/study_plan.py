@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from golfmodel.bench.minigolf_arm import ArmSpec, arm_key
-from golfmodel.bench.minigolf_config import Ablation, BenchConfig
+from golfmodel.bench.minigolf_config import Ablation, BenchConfig, check_changes
 from golfmodel.bench.minigolf_data import BenchData
 from golfmodel.bench.minigolf_mixed import mixed_plan_for
 from golfmodel.bench.minigolf_plan import (
@@ -56,7 +56,12 @@ class StudyConfig:
     min_fill: float = STUDY_MIN_FILL
 
     def __post_init__(self) -> None:
-        parse_arms(self.arms, bigram=self.bigram_prior)  # raises naming the bad arm
+        for arm in parse_arms(self.arms, bigram=self.bigram_prior):  # raises naming the bad arm
+            if arm.lever is not None:
+                try:
+                    check_changes(arm.ablation, sub_norm=self.bench.sub_norm)
+                except ValueError as e:
+                    raise ValueError(f"--arms: {arm.name!r}: {e}") from None
         if self.sweep_at not in ("all", "main"):
             raise ValueError(f"sweep_at: must be all or main, got {self.sweep_at!r}")
         if self.lr_sweep not in ("off", "coord", "grid"):

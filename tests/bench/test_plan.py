@@ -31,7 +31,24 @@ def test_int8_keep_float_threshold_scales_with_the_budget() -> None:
 def test_expand_ablations_splits_lists_and_expands_all() -> None:
     """'all' is every ablation once; comma lists keep their order."""
     assert mg.expand_ablations(["tau-std,no-avg", "tau-std"]) == ("tau-std", "no-avg")
-    assert mg.expand_ablations(["all"]) == mg.ABLATION_NAMES
+    every = mg.expand_ablations(["all"])
+    assert every == tuple(n for n in mg.ABLATION_NAMES if n != "sub-norm")
+
+
+def test_expand_all_takes_the_subln_toggle_that_changes_the_block() -> None:
+    """With SubLN on (the default) `all` holds no-sub-norm; with it off, sub-norm."""
+    assert "no-sub-norm" in mg.expand_ablations(["all"]) and "sub-norm" not in mg.expand_ablations(["all"])
+    off = mg.expand_ablations(["all"], sub_norm=False)
+    assert "sub-norm" in off and "no-sub-norm" not in off
+
+
+def test_an_ablation_equal_to_the_bench_block_is_refused() -> None:
+    """sub-norm on a bench whose geode blocks already have SubLN is a row equal to its base: refused."""
+    with pytest.raises(ValueError, match="changes nothing"):
+        mg.BenchConfig(ablations=("sub-norm",))
+    mg.BenchConfig(ablations=("no-sub-norm",))
+    mg.BenchConfig(ablations=("sub-norm",), sub_norm=False)
+    mg.BenchConfig(ablations=("model.sub_norm=true+qat.enabled=false",))  # the SubLN twin: a change
 
 
 def test_qat_start_ablation_takes_a_fraction() -> None:

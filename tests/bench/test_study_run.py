@@ -106,7 +106,7 @@ def levers(
     tmp_path_factory: pytest.TempPathFactory, sample_root: Path
 ) -> tuple[dict[str, Any], Recorder, Path]:
     """Two lever arms of q2, two seeds, the sweep at the main budget only."""
-    arms = ("q2~no-avg", "q2~sub-norm", "int8")
+    arms = ("q2~no-avg", "q2~no-sub-norm", "int8")
     return _run(tmp_path_factory.mktemp("levers"), sample_root, arms=arms, sweep_at="main", seeds=2)
 
 
@@ -204,14 +204,21 @@ def test_lever_arms_run_at_the_main_budget_only_with_their_base_s_lr(levers) -> 
 
 
 def test_a_lever_arm_carries_its_override_and_a_model_lever_its_re_solved_shape(levers) -> None:
-    """q2~no-avg trains without averaging on q2's shape; q2~sub-norm is re-solved with SubLN."""
+    """q2~no-avg trains without averaging on q2's shape; q2~no-sub-norm is re-solved without SubLN."""
     _, rec, _ = levers
     by = {
         s.name: s for s in rec.specs if s.group == "main" and s.extra["budget"] == 40_000 and s.seed == 1337
     }
     assert by["q2~no-avg"].job["averaging"]["kind"] == "none" and by["q2"].job["averaging"]["kind"] != "none"
     assert by["q2~no-avg"].job["model"] == by["q2"].job["model"]
-    assert by["q2~sub-norm"].job["model"]["sub_norm"] and not by["q2"].job["model"]["sub_norm"]
+    assert by["q2"].job["model"]["sub_norm"] and not by["q2~no-sub-norm"].job["model"]["sub_norm"]
+
+
+def test_geode_arms_have_subln_and_the_int8_baseline_never(levers) -> None:
+    """The bench's block (sub_norm on by default) reaches every geode arm; gpt-int8 stays the baseline's."""
+    _, rec, _ = levers
+    sub = {s.name: s.job["model"]["sub_norm"] for s in rec.specs if s.group == "main"}
+    assert sub["q2"] and sub["q2~no-avg"] and not sub["q2~no-sub-norm"] and not sub["int8"]
 
 
 def test_sweep_at_main_sweeps_one_budget_and_the_trend_takes_its_choice(levers) -> None:
