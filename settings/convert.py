@@ -76,7 +76,7 @@ def model_config(
         rope_base=m.rope_base,
         logit_softcap=m.logit_softcap,
         bigram_prior=m.bigram_prior,
-        sub_norm=m.sub_norm,
+        sub_norm=m.sub_norm_on,
         cfc_chunk=m.cfc_chunk,
         cfc_scan=m.cfc_scan,
         max_seq_len=max(settings.train.seq_len, settings.eval.seq_len),

@@ -129,9 +129,11 @@ class ModelSettings(BaseModel):
     bigram_prior: bool = Field(
         False, description="Add the bigram log-prior table to the logits (stored int8 in the artifact)."
     )
-    sub_norm: bool = Field(
-        False,
-        description="q2-geode: RMSNorm before each output projection (SubLN; off = the spec's block, see docs/minigolf.md).",
+    sub_norm: bool | None = Field(
+        None,
+        description="SubLN: an RMSNorm before each output projection. null = the architecture's default: on for "
+        "geode (the study: -0.128 bpb at 120 KB, 3 seeds, p = 0.006; docs/decisions/study.md), off for gpt "
+        "(the challenge baseline's block); false = the spec's geode block; true is refused for gpt.",
     )
     cfc_chunk: int = Field(64, ge=1, le=4096, description="Chunk length of the CfC parallel scan.")
     cfc_scan: Literal["auto", "torch", "triton"] = Field(
@@ -154,6 +156,11 @@ class ModelSettings(BaseModel):
         if self.sub_norm and self.arch != "geode":
             raise ValueError(f"model.sub_norm applies to geode blocks only, got model.arch={self.arch!r}")
         return self
+
+    @property
+    def sub_norm_on(self) -> bool:
+        """SubLN resolved: the explicit setting, else on for geode and off for gpt."""
+        return self.arch == "geode" if self.sub_norm is None else self.sub_norm
 
 
 class QuantSettings(BaseModel):

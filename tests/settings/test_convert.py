@@ -37,6 +37,17 @@ def test_train_job_carries_the_settings(tmp_path: Path) -> None:
     assert job.model.d_model == s.model.d_model and job.model.vocab_size == 1024
 
 
+def test_sub_norm_defaults_to_on_for_geode_and_off_for_gpt() -> None:
+    """model.sub_norm unset: geode models get SubLN (the study's q2 default), the gpt baseline does not."""
+    assert model_config(load_settings("smoke"), 1024).sub_norm
+    assert not model_config(load_settings("smoke", overrides=["model.arch=gpt"]), 1024).sub_norm
+
+
+def test_sub_norm_false_gives_the_spec_block() -> None:
+    """model.sub_norm=false turns SubLN off on geode (the spec's block)."""
+    assert not model_config(load_settings("smoke", overrides=["model.sub_norm=false"]), 1024).sub_norm
+
+
 def test_sub_norm_reaches_the_model_config(tmp_path: Path) -> None:
     """model.sub_norm in the settings builds a SubLN model config."""
     s = load_settings("smoke", overrides=["model.sub_norm=true"])
