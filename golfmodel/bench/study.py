@@ -183,8 +183,14 @@ def run_study(
     for b, shapes in plans.items():
         for name, p in shapes.items():
             twin = " (fp32 twin: its arm's shape; not budget-bound)" if p.kind == "q2-geode-fp32" else ""
+            short = (
+                f" ⚠ below the {cfg.min_fill:.0%} minimum: the solver has no shape in between (its width/MLP "
+                "steps), so this arm trains on fewer bytes than its budget"
+                if not twin and p.solver["fill"] < cfg.min_fill
+                else ""
+            )
             log(f"{b:,} B  {name}: {p.params:,} params, solver fill {p.solver['fill']:.1%}, "
-                f"{p.tokens:,} tokens ({p.steps} steps){twin}")  # fmt: skip
+                f"{p.tokens:,} tokens ({p.steps} steps){twin}{short}")  # fmt: skip
     lrs = _sweep(cfg, plans, arms, data, out, execute, log)
     plans, refits = _fit_bytes(cfg, plans, lrs, data, out, execute, log)
     specs = [

@@ -159,21 +159,34 @@ def test_int8_tokens_per_param_are_kept_across_budgets(study) -> None:
     assert tpp[60_000] == pytest.approx(tpp[40_000], rel=0.05)
 
 
-def test_an_arm_below_the_minimum_fill_stops_the_study_naming_it(tmp_path: Path, sample_root: Path) -> None:
-    """A solver shape under 95% of the budget fails planning with the arm, plan and budget named."""
+def _short_int4_study(tmp_path: Path, sample_root: Path, fill: float, log: Any) -> dict[str, Any]:
+    """run_study over int4 + int8 with a solver whose int4 shape fills `fill` of the budget."""
     sp = sample_root / "datasets" / "datasets" / "fineweb10B_sp1024"
     data = BenchData(variant="sp1024", vocab_size=1024, train_shards=(str(sp / "fineweb_train_000000.bin"),),
                      val_shards=(str(sp / "fineweb_val_000000.bin"),), tokenizer="byte260", hash="sample")  # fmt: skip
 
     def int4_short(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
         p = fake_solve(arm, vocab, budget_bytes, **kw)
-        return dataclasses.replace(p, fill=0.94) if kw.get("plan") == "int4" else p
+        return dataclasses.replace(p, fill=fill) if kw.get("plan") == "int4" else p
 
     cfg = StudyConfig(bench=BenchConfig(budget_bytes=40_000), arms=("int4", "int8"), lr_sweep="off")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(budget, "solve", int4_short)
-        with pytest.raises(ValueError, match=r"arm int4 \(plan int4\) at 40,000 bytes: .*fills 94.0%"):
-            run_study(cfg, data, tmp_path, execute=Recorder(), log=lambda s: None)
+        return run_study(cfg, data, tmp_path, execute=Recorder(), log=log)
+
+
+def test_an_arm_below_the_solver_floor_stops_the_study_naming_it(tmp_path: Path, sample_root: Path) -> None:
+    """A solver shape under 90% of the budget fails planning with the arm, plan and budget named."""
+    with pytest.raises(ValueError, match=r"arm int4 \(plan int4\) at 40,000 bytes: .*fills 89.0%"):
+        _short_int4_study(tmp_path, sample_root, 0.89, lambda s: None)
+
+
+def test_an_arm_the_solver_cannot_fill_to_the_minimum_runs_flagged(tmp_path: Path, sample_root: Path) -> None:
+    """A first solve at 94% (no fuller shape on the solver's grid) trains, and the log flags it ⚠."""
+    lines: list[str] = []
+    result = _short_int4_study(tmp_path, sample_root, 0.94, lines.append)
+    flagged = [ln for ln in lines if "int4" in ln and "solver fill 94.0%" in ln]
+    assert flagged and "⚠ below the 95% minimum" in flagged[0] and "int4" in result["arms"]
 
 
 def test_plan_only_table_marks_the_points_the_study_would_refuse(tmp_path: Path, sample_root: Path) -> None:
