@@ -44,11 +44,17 @@ def test_unknown_arm_names_the_known_ones() -> None:
 
 
 def test_coord_sweep_tunes_adam_at_the_best_muon_lr() -> None:
-    """Wave 1 varies Muon at the default Adam LR; wave 2 varies Adam at wave 1's best Muon LR."""
+    """Wave 1 varies Muon at the grid's middle Adam LR; wave 2 varies Adam at wave 1's best Muon LR."""
     w1 = sweep_points("coord", (0.02, 0.04, 0.08), (0.004, 0.008, 0.016), wave=1)
     w2 = sweep_points("coord", (0.02, 0.04, 0.08), (0.004, 0.008, 0.016), wave=2, best_muon=0.04)
     assert w1 == [(0.02, 0.008), (0.04, 0.008), (0.08, 0.008)]
     assert w2 == [(0.04, 0.004), (0.04, 0.016)]
+
+
+def test_coord_wave_1_holds_adam_at_the_middle_of_any_grid() -> None:
+    """The held Adam LR is the grid's middle point (the upper middle of two), not the trainer's default."""
+    assert {a for _, a in sweep_points("coord", (0.04,), (0.064, 0.016, 0.032), wave=1)} == {0.032}
+    assert {a for _, a in sweep_points("coord", (0.04,), (0.016, 0.032), wave=1)} == {0.032}
 
 
 def test_choose_lr_takes_the_lowest_held_out_bpb() -> None:
