@@ -49,6 +49,7 @@ def solve_shape(
     sub_norm: bool | None = None,
     plan: str | dict[str, Any] | None = None,
     size_scale: float = 1.0,
+    groups: int | None = None,
 ) -> dict[str, Any]:
     """The solver's plan for an arm at the bench budget (cached in `cache_path` by inputs + source).
 
@@ -58,6 +59,7 @@ def solve_shape(
     size_scale: multiplies the solver's size prediction (the study's fit to trained bytes: measured
     artifact / predicted, after a first training at the chosen LR; 1.0 = the shipped ratios).
     sub_norm: None = the bench's block (cfg.sub_norm on geode; the gpt baseline never has SubLN).
+    groups: fix the depth (geode groups / gpt layers) instead of letting the solver choose it.
     """
     from golfmodel.model import budget
     from golfmodel.quant.plan import arm_arch, parse_arm
@@ -71,7 +73,7 @@ def solve_shape(
         {"arm": arm, "vocab": vocab, "budget": cfg.budget_bytes, "pattern": pattern, "bigram": bigram_prior,
          "bigram_table": bigram_table if bigram_prior else None, "sub_norm": sub_norm, "keep_float": keep,
          "plan": plan, "mlp_step": cfg.mlp_step, "src": source_hash(),
-         **({"size_scale": size_scale} if size_scale != 1.0 else {})}
+         **({"size_scale": size_scale} if size_scale != 1.0 else {}), **({"groups": groups} if groups else {})}
     )  # fmt: skip
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     if key not in cache:
@@ -83,6 +85,8 @@ def solve_shape(
         }
         if size_scale != 1.0:
             kw["ratios"] = _scaled_ratios(cfg.budget_bytes, size_scale)
+        if groups is not None:
+            kw["groups"] = groups
         if plan is not None:
             kw["plan"], arm = plan, arch_arm
         if keep is None:

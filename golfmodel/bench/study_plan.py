@@ -106,9 +106,12 @@ class StudyConfig:
 
 def _solve(
     arm: StudyArm, cfg: BenchConfig, data: BenchData, out: Path, q2_model: dict[str, Any] | None,
-    scale: float = 1.0,
+    scale: float = 1.0, depth: int | None = None,
 ) -> ArmPlan:  # fmt: skip
-    """The arm's own shape at cfg's budget (not for twins; a lever arm's model fields re-solve it)."""
+    """The arm's own shape at cfg's budget (not for twins; a lever arm's model fields re-solve it).
+
+    depth: keep this many groups (geode) / layers (gpt) — a refit corrects the size, not the depth.
+    """
     cache = out / "solver.json"
     plan: str | dict[str, Any] | None = None if arm.arch == "gpt" else arm.plan
     if arm.plan == "q2-mixed":
@@ -117,7 +120,7 @@ def _solve(
         ab = Ablation(name="q2-mixed", description="the allocator's plan", quant={"plan": "q2-mixed"})
         plan = mixed_plan_for(q2_model, ab, cfg, data, out).to_dict()
     try:
-        solver = _solve_shape(arm, cfg, data, cache, plan, scale)
+        solver = _solve_shape(arm, cfg, data, cache, plan, scale, depth)
     except ValueError as e:
         raise ValueError(f"arm {arm.name} (plan {arm.plan}) at {cfg.budget_bytes:,} bytes: {e}") from None
     model = _model_config(solver, cfg)
@@ -128,8 +131,9 @@ def _solve(
 
 
 def _solve_shape(
-    arm: StudyArm, cfg: BenchConfig, data: BenchData, cache: Path, plan: Any, scale: float = 1.0
-) -> dict[str, Any]:
+    arm: StudyArm, cfg: BenchConfig, data: BenchData, cache: Path, plan: Any, scale: float = 1.0,
+    depth: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """The solver's plan (cached), its fill checked (raises ValueError below the floor).
 
     scale multiplies the size prediction (`run_study`'s fit to trained bytes; 1.0 = the shipped ratios).
@@ -143,7 +147,7 @@ def _solve_shape(
         cfg = dataclasses.replace(cfg, min_fill=min(cfg.min_fill, SOLVER_FLOOR))
     return solve_shape(
         arm.solver_arm, data.vocab_size, cfg, cache, plan=plan,
-        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior, size_scale=scale, **kw,
+        bigram_prior=arm.bigram, bigram_table=data.bigram_logprior, size_scale=scale, groups=depth, **kw,
     )  # fmt: skip
 
 
@@ -154,15 +158,17 @@ def int8_tokens_per_param(cfg: StudyConfig, data: BenchData, out: Path) -> tuple
 
 
 def plan_budget(
-    cfg: StudyConfig, budget: int, data: BenchData, out: Path, scales: dict[str, float] | None = None
-) -> dict[str, ArmPlan]:
+    cfg: StudyConfig, budget: int, data: BenchData, out: Path, scales: dict[str, float] | None = None,
+    depths: dict[str, int] | None = None,
+) -> dict[str, ArmPlan]:  # fmt: skip
     """Every arm's shape and token budget at `budget` (the int8 shape is solved even when not an arm).
 
     scales: arm name → size-prediction factor from the fit to trained bytes (`run_study`). The token
     budgets stay anchored to the unscaled int8 solve (the reference point), so refitting one arm's
     shape changes no other arm's tokens; a refitted int8 arm keeps its tokens with fewer parameters.
+    depths: arm name → the depth its refit keeps (the first solve's; see `_solve`).
     """
-    scales = scales or {}
+    scales, depths = scales or {}, depths or {}
     bcfg = cfg.at(budget)
     arms = cfg.arms_at(budget)
     tpp, _ = int8_tokens_per_param(cfg, data, out)
@@ -180,7 +186,9 @@ def plan_budget(
             q2_models[arm.bigram] = _solve(
                 parse_arms("q2" + ("+bigram" if arm.bigram else ""))[0], bcfg, data, out, None
             ).model
-        shape = _solve(arm, bcfg, data, out, q2_models.get(arm.bigram), scales.get(arm.name, 1.0))
+        shape = _solve(
+            arm, bcfg, data, out, q2_models.get(arm.bigram), scales.get(arm.name, 1.0), depths.get(arm.name)
+        )
         if arm.plan == "q2":
             q2_models[arm.bigram] = shape.model
         tokens = int8_tokens if arm.arch == "gpt" else matched_tokens(int8_tokens, i8.params, shape.params)

@@ -85,11 +85,12 @@ def _run(out: Path, sample_root: Path, **kw: Any) -> tuple[dict[str, Any], Recor
         budget_bytes=kw.pop("budget", 40_000),
     )
     overfill, underfill = kw.pop("overfill", None), kw.pop("underfill", None)
+    solve = kw.pop("solve", fake_solve)
     cfg = StudyConfig(bench=bench, budgets=kw.pop("budgets", (60_000,)), muon_lrs=(0.02, 0.04),
                       adam_lrs=(0.004, 0.008), holdout_tokens=4096, **kw)  # fmt: skip
     rec = Recorder(overfill, underfill)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(budget, "solve", fake_solve)
+        mp.setattr(budget, "solve", solve)
         result = run_study(cfg, data, out, execute=rec, log=lambda s: None)
     return result, rec, sp / "fineweb_val_000000.bin"
 
@@ -271,6 +272,25 @@ def test_an_arm_over_its_budget_is_re_solved_and_retrained_keeping_its_tokens(
     assert {s.job["train"]["max_steps"] for s in final} == {first.job["train"]["max_steps"]}
     assert result["arms"]["int8"]["fill_ok"] and result["arms"]["int8"]["fill"] == pytest.approx(0.97)
     assert "## Fit to trained bytes" in (Path(result["details"]["out_dir"]) / "study.md").read_text()
+
+
+def test_a_refit_keeps_the_depth_of_the_first_shape(tmp_path: Path, sample_root: Path) -> None:
+    """The re-solve of an overfilled arm fixes its depth (groups/layers): it corrects the size, not the depth.
+
+    (At 16 M tokens the int8 refit otherwise went from 2 layers to 1: 2.1% more parameters, past the
+    solver's 2% depth tolerance.)
+    """
+    calls: list[tuple[str, Any]] = []
+
+    def recording(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        calls.append((arm, kw.get("groups"), kw.get("ratios") is not None))
+        return fake_solve(arm, vocab, budget_bytes, **kw)
+
+    _run(tmp_path, sample_root, arms=("q2", "int8"), budget=60_000, budgets=(), lr_sweep="off",
+         overfill="int8", solve=recording)  # fmt: skip
+    refit = [(arm, groups) for arm, groups, scaled in calls if scaled]
+    first = [(arm, groups) for arm, groups, scaled in calls if not scaled]
+    assert refit == [("gpt-int8", 1)] and all(groups is None for _, groups in first)
 
 
 def test_an_arm_that_fits_is_not_refitted(study) -> None:
