@@ -121,7 +121,9 @@ def _fit_bytes(
     are the main table's first seed (cached units), so an arm that fits costs nothing extra.
     """
     scales: dict[int, dict[str, float]] = {b: {} for b in plans}
-    depths: dict[int, dict[str, int]] = {b: {} for b in plans}  # a refit keeps the first shape's depth
+    depths: dict[int, dict[str, int]] = {
+        b: {} for b in plans
+    }  # a refit is never shallower than the first shape
     refits: list[dict[str, Any]] = []
     first = cfg.bench.first_seed
     for rnd in range(MAX_REFITS + 1):

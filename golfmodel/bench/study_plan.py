@@ -110,7 +110,9 @@ def _solve(
 ) -> ArmPlan:  # fmt: skip
     """The arm's own shape at cfg's budget (not for twins; a lever arm's model fields re-solve it).
 
-    depth: keep this many groups (geode) / layers (gpt) — a refit corrects the size, not the depth.
+    depth: at least this many groups (geode) / layers (gpt): a refit corrects the size and may not
+    make the arm shallower than its first shape (the solver prefers a deeper model only within 2% of
+    the most parameters, so scaled sizes had flipped int8 from 2 layers to 1 at 120 and 160 KB).
     """
     cache = out / "solver.json"
     plan: str | dict[str, Any] | None = None if arm.arch == "gpt" else arm.plan
@@ -120,7 +122,9 @@ def _solve(
         ab = Ablation(name="q2-mixed", description="the allocator's plan", quant={"plan": "q2-mixed"})
         plan = mixed_plan_for(q2_model, ab, cfg, data, out).to_dict()
     try:
-        solver = _solve_shape(arm, cfg, data, cache, plan, scale, depth)
+        solver = _solve_shape(arm, cfg, data, cache, plan, scale)
+        if depth is not None and solver["config"]["depth"] < depth:
+            solver = _solve_shape(arm, cfg, data, cache, plan, scale, depth)
     except ValueError as e:
         raise ValueError(f"arm {arm.name} (plan {arm.plan}) at {cfg.budget_bytes:,} bytes: {e}") from None
     model = _model_config(solver, cfg)

@@ -274,23 +274,24 @@ def test_an_arm_over_its_budget_is_re_solved_and_retrained_keeping_its_tokens(
     assert "## Fit to trained bytes" in (Path(result["details"]["out_dir"]) / "study.md").read_text()
 
 
-def test_a_refit_keeps_the_depth_of_the_first_shape(tmp_path: Path, sample_root: Path) -> None:
-    """The re-solve of an overfilled arm fixes its depth (groups/layers): it corrects the size, not the depth.
+def test_a_refit_is_never_shallower_than_the_first_shape(tmp_path: Path, sample_root: Path) -> None:
+    """An overfilled arm's re-solve that picks fewer layers is solved again at the first shape's depth.
 
-    (At 16 M tokens the int8 refit otherwise went from 2 layers to 1: 2.1% more parameters, past the
-    solver's 2% depth tolerance.)
+    (At 16 M tokens the int8 refit had gone from 2 layers to 1: 2.1% more parameters, past the
+    solver's 2% depth tolerance.) The fake solver gives 2 layers unscaled and 1 when scaled.
     """
-    calls: list[tuple[str, Any]] = []
+    calls: list[tuple[Any, bool]] = []
 
-    def recording(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
-        calls.append((arm, kw.get("groups"), kw.get("ratios") is not None))
-        return fake_solve(arm, vocab, budget_bytes, **kw)
+    def shallower(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        calls.append((kw.get("groups"), kw.get("ratios") is not None))
+        p = fake_solve(arm, vocab, budget_bytes, **kw)
+        depth = kw.get("groups") or (1 if kw.get("ratios") is not None else 2)
+        return dataclasses.replace(p, config=dataclasses.replace(p.config, depth=depth))
 
-    _run(tmp_path, sample_root, arms=("q2", "int8"), budget=60_000, budgets=(), lr_sweep="off",
-         overfill="int8", solve=recording)  # fmt: skip
-    refit = [(arm, groups) for arm, groups, scaled in calls if scaled]
-    first = [(arm, groups) for arm, groups, scaled in calls if not scaled]
-    assert refit == [("gpt-int8", 1)] and all(groups is None for _, groups in first)
+    _, rec, _ = _run(tmp_path, sample_root, arms=("q2", "int8"), budget=60_000, budgets=(), lr_sweep="off",
+                     overfill="int8", solve=shallower)  # fmt: skip
+    assert [g for g, scaled in calls if scaled] == [None, 2]  # the refit: the solver's pick, then depth 2
+    assert {s.job["model"]["depth"] for s in rec.specs if s.name == "int8"} == {2}
 
 
 def test_an_arm_that_fits_is_not_refitted(study) -> None:
