@@ -123,7 +123,7 @@ def _fit_bytes(
     scales: dict[int, dict[str, float]] = {b: {} for b in plans}
     depths: dict[int, dict[str, int]] = {
         b: {} for b in plans
-    }  # a refit is never shallower than the first shape
+    }  # the gpt arm's refit is never shallower than its first shape
     refits: list[dict[str, Any]] = []
     first = cfg.bench.first_seed
     for rnd in range(MAX_REFITS + 1):

@@ -110,9 +110,11 @@ def _solve(
 ) -> ArmPlan:  # fmt: skip
     """The arm's own shape at cfg's budget (not for twins; a lever arm's model fields re-solve it).
 
-    depth: at least this many groups (geode) / layers (gpt): a refit corrects the size and may not
-    make the arm shallower than its first shape (the solver prefers a deeper model only within 2% of
-    the most parameters, so scaled sizes had flipped int8 from 2 layers to 1 at 120 and 160 KB).
+    depth: the gpt arm's refit keeps at least this many layers (its first shape's): a refit corrects
+    the size and may not turn the baseline into fewer transformer blocks (the solver prefers a deeper
+    model only within 2% of the most parameters, so scaled sizes had flipped int8 from 2 layers to 1
+    at 120 and 160 KB: 2.89 against 2.80 bpb). A geode depth is a group of four blocks, and there the
+    solver's own pick stands (at 80 KB its 1-group refit of q2-learned beat the 2-group first shape).
     """
     cache = out / "solver.json"
     plan: str | dict[str, Any] | None = None if arm.arch == "gpt" else arm.plan
@@ -123,7 +125,7 @@ def _solve(
         plan = mixed_plan_for(q2_model, ab, cfg, data, out).to_dict()
     try:
         solver = _solve_shape(arm, cfg, data, cache, plan, scale)
-        if depth is not None and solver["config"]["depth"] < depth:
+        if arm.arch == "gpt" and depth is not None and solver["config"]["depth"] < depth:
             solver = _solve_shape(arm, cfg, data, cache, plan, scale, depth)
     except ValueError as e:
         raise ValueError(f"arm {arm.name} (plan {arm.plan}) at {cfg.budget_bytes:,} bytes: {e}") from None

@@ -274,8 +274,8 @@ def test_an_arm_over_its_budget_is_re_solved_and_retrained_keeping_its_tokens(
     assert "## Fit to trained bytes" in (Path(result["details"]["out_dir"]) / "study.md").read_text()
 
 
-def test_a_refit_is_never_shallower_than_the_first_shape(tmp_path: Path, sample_root: Path) -> None:
-    """An overfilled arm's re-solve that picks fewer layers is solved again at the first shape's depth.
+def test_an_int8_refit_is_never_shallower_than_its_first_shape(tmp_path: Path, sample_root: Path) -> None:
+    """An overfilled int8 arm's re-solve that picks fewer layers is solved again at the first shape's depth.
 
     (At 16 M tokens the int8 refit had gone from 2 layers to 1: 2.1% more parameters, past the
     solver's 2% depth tolerance.) The fake solver gives 2 layers unscaled and 1 when scaled.
@@ -292,6 +292,22 @@ def test_a_refit_is_never_shallower_than_the_first_shape(tmp_path: Path, sample_
                      overfill="int8", solve=shallower)  # fmt: skip
     assert [g for g, scaled in calls if scaled] == [None, 2]  # the refit: the solver's pick, then depth 2
     assert {s.job["model"]["depth"] for s in rec.specs if s.name == "int8"} == {2}
+
+
+def test_a_geode_refit_takes_the_solver_s_own_depth(tmp_path: Path, sample_root: Path) -> None:
+    """A geode depth is a group of four blocks: an overfilled q2 arm's re-solve keeps the solver's pick."""
+    calls: list[tuple[str, Any, bool]] = []
+
+    def shallower(arm: str, vocab: int, budget_bytes: int, **kw: Any) -> budget.Plan:
+        calls.append((arm, kw.get("groups"), kw.get("ratios") is not None))
+        p = fake_solve(arm, vocab, budget_bytes, **kw)
+        depth = kw.get("groups") or (1 if kw.get("ratios") is not None else 2)
+        return dataclasses.replace(p, config=dataclasses.replace(p.config, depth=depth))
+
+    _, rec, _ = _run(tmp_path, sample_root, arms=("q2", "int8"), budget=60_000, budgets=(), lr_sweep="off",
+                     overfill="q2", solve=shallower)  # fmt: skip
+    assert [(a, g) for a, g, scaled in calls if scaled] == [("geode", None)]
+    assert {s.job["model"]["depth"] for s in rec.specs if s.name == "q2"} == {1, 2}
 
 
 def test_an_arm_that_fits_is_not_refitted(study) -> None:
