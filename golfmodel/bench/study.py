@@ -121,9 +121,8 @@ def _fit_bytes(
     are the main table's first seed (cached units), so an arm that fits costs nothing extra.
     """
     scales: dict[int, dict[str, float]] = {b: {} for b in plans}
-    depths: dict[int, dict[str, int]] = {
-        b: {} for b in plans
-    }  # the gpt arm's refit is never shallower than its first shape
+    # the first shapes' depths: the gpt arm's refit is never shallower (study_plan._solve)
+    depths = {b: {n: int(p.model["depth"]) for n, p in shapes.items()} for b, shapes in plans.items()}
     refits: list[dict[str, Any]] = []
     first = cfg.bench.first_seed
     for rnd in range(MAX_REFITS + 1):
@@ -148,9 +147,8 @@ def _fit_bytes(
             predicted = shape.solver["artifact_bytes"]
             scale = scales[b].get(name, 1.0) * got / predicted * (REFIT_HEADROOM if got > b else 1.0)
             trial = {**scales[b], name: scale}
-            keep = {**depths[b], name: int(shape.model["depth"])}
             try:
-                replanned = plan_budget(cfg, b, data, out, trial, keep)
+                replanned = plan_budget(cfg, b, data, out, trial, depths[b])
             except ValueError as e:  # the solver cannot place a shape in [min_fill, 100%] at this scale
                 log(f"{b:,} B  {name}: trained {got / b:.1%} of the budget; no refit ({e}); flagged ⚠")
                 continue
@@ -159,7 +157,7 @@ def _fit_bytes(
                 log(f"{b:,} B  {name}: trained {got / b:.1%} of the budget; the re-solve at sizes × {scale:.4f} "
                     "gives the same shape (the solver's width/MLP steps), kept and flagged ⚠")  # fmt: skip
                 continue
-            scales[b], depths[b], plans[b], changed = trial, keep, replanned, True
+            scales[b], plans[b], changed = trial, replanned, True
             refits.append({"arm": name, "budget": b, "round": rnd + 1, "params": shape.params,
                            "predicted_bytes": predicted, "trained_bytes": got, "scale": scale,
                            "new_params": new.params, "new_predicted_bytes": new.solver["artifact_bytes"]})  # fmt: skip

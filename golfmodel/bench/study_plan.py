@@ -172,7 +172,7 @@ def plan_budget(
     scales: arm name → size-prediction factor from the fit to trained bytes (`run_study`). The token
     budgets stay anchored to the unscaled int8 solve (the reference point), so refitting one arm's
     shape changes no other arm's tokens; a refitted int8 arm keeps its tokens with fewer parameters.
-    depths: arm name → the depth its refit keeps (the first solve's; see `_solve`).
+    depths: arm name → its first shape's depth, the least a gpt arm's refit may have (see `_solve`).
     """
     scales, depths = scales or {}, depths or {}
     bcfg = cfg.at(budget)
