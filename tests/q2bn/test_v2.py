@@ -224,7 +224,9 @@ def test_payload_layout_examples(label: str, row: list[float], scale: float, pay
 
 
 def test_v1_fixture_loads_bit_exactly() -> None:
-    """The v1 artifact written by the pre-v2 code loads through load_model with the same logits and tensors."""
+    """The v1 artifact written by the pre-v2 code loads through load_model with the same tensors, bit for bit,
+    and the same logits up to float rounding (the recorded logits come from another CPU: torch's CPU kernels
+    take an instruction-set-dependent path, so an AVX-512 machine differs by ~1e-6 in the last bits)."""
     path = ASSETS / "q2bn_v1_geode.q2bn"
     expected = torch.load(ASSETS / "q2bn_v1_geode.expected.pt", weights_only=True)
     assert read_q2bn_contents(path).version == 1
@@ -234,7 +236,7 @@ def test_v1_fixture_loads_bit_exactly() -> None:
     sha = {k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest() for k, v in state.items()}
     assert sha == expected["state_sha256"]
     with torch.no_grad():
-        assert torch.equal(model(expected["idx"]), expected["logits"])
+        torch.testing.assert_close(model(expected["idx"]), expected["logits"], rtol=0, atol=1e-5)
 
 
 def test_v1_fixture_truncation_and_flips_rejected() -> None:
